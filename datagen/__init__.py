@@ -1,0 +1,1 @@
+"""datagen stage of forkcode (see README)."""

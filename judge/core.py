@@ -1,0 +1,131 @@
+"""Judge programs: run them in the sandbox against a problem's tests and return a verdict."""
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from judge.compare import outputs_equal
+from judge.sandbox import Limits, SandboxError, isolation_level, run_job
+
+VERDICTS = ("pass", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
+            "compile_error")
+MAX_PROGRAM_BYTES = 1 << 20
+
+
+@dataclass
+class TestResult:
+    status: str          # one of VERDICTS but compile_error
+    time: float          # wall seconds
+    cpu: float           # CPU seconds
+    detail: str = ""     # the tail of stderr, or why the output was rejected
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    passed: int
+    total: int
+    tests: list = field(default_factory=list)
+    error: str = ""      # compile error text or the first failure's stderr tail
+    isolation: str = ""
+
+    @property
+    def ok(self):
+        return self.verdict == "pass"
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _classify(raw, problem, index, mode, limits):
+    """One raw runner result -> TestResult."""
+    status = raw.get("status") or {}
+    exc = status.get("exc")
+    stderr = raw["stderr"]
+    sig = raw["signal"]
+    result = TestResult("pass", raw["time"], raw["cpu"], "")
+    if raw["timed_out"] or sig in (signal.SIGXCPU, signal.SIGKILL):
+        result.status = "timeout"
+    elif sig == signal.SIGXFSZ or raw["stdout_bytes"] >= limits.output_bytes:
+        result.status = "output_limit"
+    elif exc == "MemoryError" or stderr.rstrip().endswith("MemoryError"):
+        result.status = "memory_limit"
+    elif problem.kind == "assert":
+        if exc == "AssertionError" and status.get("phase") == "test":
+            result.status = "wrong_answer"
+        elif exc or sig or raw["exit"] != 0:
+            result.status = "runtime_error"
+    elif problem.kind == "call":
+        if exc or sig or raw["exit"] != 0 or "value" not in status:
+            result.status = "runtime_error"
+        elif not outputs_equal(status["value"], problem.outputs[index], mode, "call"):
+            result.status = "wrong_answer"
+            result.detail = f"returned {_short(status['value'])}"
+    else:  # stdio: apps-legacy, like hendrycks, ignores the exit code of a SystemExit
+        if exc or sig or (mode == "strict" and raw["exit"] != 0):
+            result.status = "runtime_error"
+        elif not outputs_equal(raw["stdout"], problem.outputs[index], mode, "stdio"):
+            result.status = "wrong_answer"
+            result.detail = f"printed {_short(raw['stdout'])}"
+    if result.status not in ("pass", "wrong_answer"):
+        result.detail = stderr[-1000:]
+    return result
+
+
+def _short(value, n=200):
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def judge(program, problem, *, mode="strict", timeout=4.0, limits=None, fail_fast=False):
+    """Run `program` (complete source) against every test of `problem` in a fresh sandbox.
+
+    The verdict is the first failing test's status, or pass. A test that times out ends the run
+    (the remaining tests count as not passed), and so does any failure with fail_fast.
+    """
+    limits = limits or Limits()
+    total = problem.num_tests
+    if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
+        return Verdict("compile_error", 0, total, error="program larger than 1 MiB",
+                       isolation=isolation_level())
+    if total == 0:
+        raise ValueError(f"problem {problem.id} has no tests")
+    header, raws = run_job(program, problem.kind, problem.runner_tests(), fn_name=problem.fn_name,
+                           timeout=timeout, limits=limits, fail_fast=fail_fast,
+                           apps_legacy=(mode == "apps-legacy"))
+    level = isolation_level()
+    if "compile_error" in header:
+        return Verdict("compile_error", 0, total, error=header["compile_error"], isolation=level)
+    tests = [_classify(raw, problem, raw["i"], mode, limits) for raw in raws]
+    failed = [t for t in tests if t.status != "pass"]
+    passed = len(tests) - len(failed)
+    if failed:
+        verdict, error = failed[0].status, failed[0].detail
+    elif len(tests) < total:  # cannot happen without a failure; guard against a runner cut short
+        verdict, error = "runtime_error", "sandbox stopped before all tests ran"
+    else:
+        verdict, error = "pass", ""
+    return Verdict(verdict, passed, total, tests, error, level)
+
+
+def judge_many(pairs, *, workers=None, progress=None, **options):
+    """Judge (program, problem) pairs on a pool of sandbox servers; results in input order.
+
+    `progress(verdict)` is called as each finishes. A sandbox failure (not the program's) becomes
+    a runtime_error verdict for that pair instead of stopping the batch.
+    """
+    import os
+    workers = workers or os.cpu_count() or 1
+
+    def one(pair):
+        program, problem = pair
+        try:
+            v = judge(program, problem, **options)
+        except SandboxError as exc:
+            v = Verdict("runtime_error", 0, problem.num_tests, error=f"sandbox error: {exc}")
+        if progress:
+            progress(v)
+        return v
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, pairs))

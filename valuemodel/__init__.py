@@ -1,0 +1,1 @@
+"""valuemodel stage of forkcode (see README)."""
