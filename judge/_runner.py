@@ -355,6 +355,7 @@ def run_test(job, code, test, prelude, namespaces):
         "time": round(elapsed, 6),
         "cpu": round(usage.ru_utime + usage.ru_stime, 6),
         "timed_out": timed_out,
+        "cpu_limit": int(timeout) + 1,
         "exit": os.WEXITSTATUS(wstatus) if os.WIFEXITED(wstatus) else None,
         "signal": os.WTERMSIG(wstatus) if os.WIFSIGNALED(wstatus) else None,
         "stdout": out.decode("utf-8", "replace"),

@@ -44,7 +44,9 @@ def _classify(raw, problem, index, mode, limits):
     stderr = raw["stderr"]
     sig = raw["signal"]
     result = TestResult("pass", raw["time"], raw["cpu"], "")
-    if raw["timed_out"] or sig in (signal.SIGXCPU, signal.SIGKILL):
+    # SIGKILL without our timeout is the CPU hard limit only if the CPU time got there.
+    cpu_killed = sig == signal.SIGKILL and raw["cpu"] >= raw.get("cpu_limit", float("inf")) - 0.05
+    if raw["timed_out"] or sig == signal.SIGXCPU or cpu_killed:
         result.status = "timeout"
     elif sig == signal.SIGXFSZ or raw["stdout_bytes"] >= limits.output_bytes:
         result.status = "output_limit"
