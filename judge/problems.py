@@ -77,7 +77,7 @@ def from_apps_row(row, problem_id=None):
         raise ProblemError("input_output must be a JSON object with inputs and outputs")
     fn_name = io.get("fn_name")
     solutions = _json_field(row.get("solutions"), [])
-    pid = problem_id if problem_id is not None else row.get("problem_id", row.get("id", "?"))
+    pid = row.get("problem_id", row.get("id", problem_id))  # problem_id: the fallback
     meta = {k: row[k] for k in ("url",) if row.get(k)}
     return Problem(
         id=str(pid), question=row.get("question", ""), kind="call" if fn_name else "stdio",
