@@ -120,7 +120,8 @@ def build_root(job, uid):
     os.makedirs(new + "/proc")
     _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     work_mb = job["limits"]["workdir_mb"]
-    for d, mode, owner in (("/sandbox", "0700", uid), ("/tmp", "1777", 0), ("/dev/shm", "1777", 0)):
+    owner = 0 if job["rootless"] else uid  # rootless: only our own uid (root inside) is mapped
+    for d, mode, owner in (("/sandbox", "0700", owner), ("/tmp", "1777", 0), ("/dev/shm", "1777", 0)):
         os.makedirs(new + d, exist_ok=True)
         _mount("tmpfs", new + d, "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={work_mb}m,mode={mode},uid={owner},gid={owner}")
