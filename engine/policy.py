@@ -122,6 +122,9 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple = ()           # strings that end a completion (kept in its text)
     seed: int | None = None
+    # stop_fn(prefix_tokens, new_tokens) -> bool ends a completion; checked only after tokens
+    # that contain a backtick (the end of a code fence), so it may be costly.
+    stop_fn: object = None
 
 
 @dataclass
@@ -161,7 +164,7 @@ class Policy(Protocol):
     def sample_forks(self, state: PrefixState, positions: list, k: int,
                      params: SamplingParams) -> list: ...
     def teacher_force(self, prefix: list, continuation: list) -> tuple: ...
-    def sample_with_state(self, prefix: list, params: SamplingParams) -> tuple: ...
+    def sample_with_state(self, prefix: list, params: SamplingParams, n: int = 1) -> list: ...
 
 
 class HFPolicy:
@@ -236,12 +239,21 @@ class HFPolicy:
         return self._decode_groups(state, [state.tokens[:p] for p in positions], k, params)
 
     @torch.inference_mode()
-    def sample_with_state(self, prefix, params):
-        """One completion, and the PrefixState of prefix + completion for later forks."""
-        (completions,), cache = self._decode_groups(None, [list(prefix)], 1, params, keep_cache=True)
-        completion = completions[0]
-        seq = list(prefix) + completion.tokens
-        return completion, PrefixState(seq, cache, cache.get_seq_length())
+    def sample_with_state(self, prefix, params, n=1):
+        """n completions in one batch, each with the PrefixState of prefix + completion (its own
+        slice of the batch's KV cache) for later forks."""
+        from transformers import DynamicCache
+        (completions,), cache = self._decode_groups(None, [list(prefix)], n, params, keep_cache=True)
+        out = []
+        for row, completion in enumerate(completions):
+            seq = list(prefix) + completion.tokens
+            # Rows that ended early were fed on to the end of the batch: only their first
+            # len(seq) - 1 cached positions are theirs.
+            own = DynamicCache()
+            for layer_idx, layer in enumerate(cache.layers):
+                own.update(layer.keys[row:row + 1, :, :len(seq) - 1], layer.values[row:row + 1, :, :len(seq) - 1], layer_idx)
+            out.append((completion, PrefixState(seq, own, len(seq) - 1)))
+        return out
 
     def _batched_cache(self, state, lengths, k):
         """A cache whose row group i holds state's first lengths[i] tokens, left-padded."""
@@ -301,6 +313,8 @@ class HFPolicy:
                     finish[i] = "eos"
                 elif params.stop and self._hit_stop(tokens[i], params.stop):
                     finish[i] = "stop"
+                elif params.stop_fn and tok in self.backtick_ids and params.stop_fn(prefixes[i // k], tokens[i]):
+                    finish[i] = "stop"
                 else:
                     keep.append(b)
             self.stats.generated_tokens += len(rows)
@@ -321,6 +335,13 @@ class HFPolicy:
         completions = [Completion(t, lp, self.decode(t), f) for t, lp, f in zip(tokens, logprobs, finish)]
         groups = [completions[i * k:(i + 1) * k] for i in range(len(prefixes))]
         return (groups, cache) if keep_cache else groups
+
+    @property
+    def backtick_ids(self):
+        if not hasattr(self, "_backtick_ids"):
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._backtick_ids = {i for i, t in enumerate(vocab) if t and "`" in t}
+        return self._backtick_ids
 
     def _hit_stop(self, toks, stops):
         tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)

@@ -1,0 +1,170 @@
+"""`datagen`: build judged rollout trees, summarize them, export per-token training data."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from datagen.export import export, tree_stats
+from datagen.store import TreeStore, write_json_atomic
+from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
+from judge.cli import OneLineParser
+from judge.problems import ProblemError, load_dataset
+from judge.sandbox import SandboxError
+
+
+def fail(message):
+    print(f"datagen: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_build(args):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from engine.policy import HFPolicy
+    cfg = TreeConfig(forks=args.forks, per_fork=args.per_fork, trunk=args.trunk, retries=args.retries,
+                     min_spacing=args.min_spacing, max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                     timeout=args.timeout, mode=args.mode)
+    problems = load_dataset(args.dataset)
+    indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
+    store = TreeStore(args.out)
+    done = store.done_ids()
+    write_json_atomic(os.path.join(args.out, "build.json"),
+                      {"dataset": args.dataset, "policy": args.policy, "config": vars(cfg)})
+    policy = HFPolicy(args.policy, dtype=args.dtype, device=args.device)
+    totals = {"rollouts": 0, "passed": 0, "tokens": 0, "seconds": 0.0}
+
+    def info():
+        rate = totals["passed"] / totals["rollouts"] if totals["rollouts"] else 0.0
+        tps = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
+        return f"rollouts {totals['rollouts']}  pass {rate:.1%}  {tps:.0f} tok/s"
+
+    def finish(tree, problem):  # runs on the judge thread while the next tree is generated
+        judge_tree(tree, problem, cfg)
+        store.append(tree)
+        totals["rollouts"] += len(tree["rollouts"])
+        totals["passed"] += sum(r["verdict"] == "pass" for r in tree["rollouts"])
+        return tree
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                  disable=not sys.stderr.isatty()) as bar, ThreadPoolExecutor(1) as judger:
+        task = bar.add_task("trees", total=len(indexed), info="")
+        pending = None
+        for seed, problem in indexed:
+            if problem.id in done:
+                bar.advance(task)
+                continue
+            start = time.perf_counter()
+            tree = grow_tree(policy, problem, cfg, problem_seed=seed)
+            totals["tokens"] += tree["stats"]["generated_tokens"]
+            totals["seconds"] += time.perf_counter() - start
+            if pending:
+                pending.result()
+                bar.advance(task)
+            pending = judger.submit(finish, tree, problem)
+            bar.update(task, info=info())
+        if pending:
+            pending.result()
+            bar.advance(task)
+        bar.update(task, info=info())
+    stats = tree_stats(store.trees())
+    print(json.dumps({k: stats[k] for k in ("trees", "rollouts", "pass_rate", "trunks", "generated_tokens")})
+          if args.json else f"{stats['trees']} trees, {stats['rollouts']} rollouts, pass rate "
+          f"{stats['pass_rate']}, trunks {stats['trunks']} -> {store.path}")
+
+
+def cmd_stats(args):
+    store = _existing_store(args.dir)
+    stats = tree_stats(store.trees())
+    if args.json:
+        print(json.dumps(stats))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    console.print(f"{stats['trees']} trees, {stats['rollouts']} rollouts, pass rate {stats['pass_rate']}, "
+                  f"trunks {stats['trunks']}, {stats['generated_tokens']} tokens generated "
+                  f"({stats['forward_tokens']} forward), {stats['seconds']} s")
+    t = Table("fork (by position)", "rollouts", "pass rate", title="pass rate per fork depth")
+    for k, v in stats["per_fork_rank"].items():
+        t.add_row(k, str(v["rollouts"]), f"{v['pass_rate']:.3f}")
+    console.print(t)
+    t = Table("trunk before fork", "rollouts", "pass rate")
+    for k, v in stats["per_trunk_fraction"].items():
+        t.add_row(k, str(v["rollouts"]), f"{v['pass_rate']:.3f}")
+    console.print(t)
+    t = Table("problem", "trunk", "trunk verdict", "rollouts", "pass rate", title="per problem")
+    for p in stats["per_problem"]:
+        t.add_row(p["problem_id"], p["trunk"], p["trunk_verdict"], str(p["rollouts"]),
+                  "-" if p["pass_rate"] is None else f"{p['pass_rate']:.3f}")
+    console.print(t)
+
+
+def cmd_export(args):
+    store = _existing_store(args.dir)
+    stats = export(store.trees(), args.out, balanced=args.balanced, test_fraction=args.test_fraction,
+                   seed=args.seed)
+    if args.json:
+        print(json.dumps(stats))
+        return
+    for name, r in stats["class_ratio"].items():
+        print(f"{name:17s} {r['examples']:6d} examples, {r['positive']} positive "
+              f"({r['positive_fraction']}), {r['negative']} negative")
+    print(f"problems: {stats['problems']['train']} train, {stats['problems']['test']} test -> {args.out}")
+
+
+def _existing_store(path):
+    if not os.path.exists(os.path.join(path, "trees.jsonl")):
+        fail(f"no trees.jsonl in {path}: run `datagen build --out {path}` first")
+    return TreeStore(path)
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="datagen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    b = sub.add_parser("build", help="sample, fork and judge rollout trees (resumable)")
+    b.add_argument("--dataset", required=True, help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
+    b.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+    b.add_argument("--out", required=True, help="output directory (trees.jsonl; reruns resume)")
+    b.add_argument("--forks", type=int, default=6, help="F: forking tokens per trunk (default 6)")
+    b.add_argument("--per-fork", type=int, default=6, help="K: rollouts per fork (default 6)")
+    b.add_argument("--trunk", choices=TRUNK_MODES, default="auto",
+                   help="sample (the paper), reference (teacher-forced reference), auto (sample, else reference)")
+    b.add_argument("--retries", type=int, default=3, help="R: sampled trunks tried to find a passing one")
+    b.add_argument("--min-spacing", type=int, default=1, help="minimum tokens between fork positions")
+    b.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    b.add_argument("--max-new-tokens", type=int, default=512)
+    b.add_argument("--temperature", type=float, default=1.0)
+    b.add_argument("--top-p", type=float, default=1.0)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
+    b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
+    b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--json", action="store_true")
+    s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true")
+    e = sub.add_parser("export", help="per-token training data split by problem")
+    e.add_argument("dir")
+    e.add_argument("--out", required=True)
+    e.add_argument("--balanced", action="store_true", help="oversample each problem's minority class in train")
+    e.add_argument("--test-fraction", type=float, default=0.2)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from engine.policy import ModelError
+    try:
+        {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}[args.command](args)
+    except (ProblemError, SandboxError, ModelError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""From judged trees to a per-token training set, split by problem; and tree statistics."""
+
+import json
+import os
+import random
+from collections import defaultdict
+
+from datagen.store import write_json_atomic
+from datagen.tree import examples
+
+
+def split_problems(problem_ids, test_fraction, seed):
+    """A seeded split by problem: no problem has rollouts on both sides."""
+    ids = sorted(problem_ids)
+    random.Random(seed).shuffle(ids)
+    n_test = round(len(ids) * test_fraction)
+    if test_fraction > 0 and len(ids) > 1:
+        n_test = min(max(n_test, 1), len(ids) - 1)
+    return set(ids[n_test:]), set(ids[:n_test])
+
+
+def balance(rows, seed):
+    """Per problem, oversample the minority class (with replacement) up to the majority's count.
+    Problems with a single class stay as they are: there is nothing to oversample."""
+    rng = random.Random(seed)
+    by_problem = defaultdict(lambda: ([], []))
+    for r in rows:
+        by_problem[r["problem_id"]][r["label"]].append(r)
+    out = []
+    for pid in sorted(by_problem):
+        neg, pos = by_problem[pid]
+        out += neg + pos
+        if neg and pos:
+            minority, majority = (neg, pos) if len(neg) < len(pos) else (pos, neg)
+            out += [dict(rng.choice(minority), oversampled=True) for _ in range(len(majority) - len(minority))]
+    return out
+
+
+def class_ratio(rows):
+    pos = sum(r["label"] for r in rows)
+    return {"examples": len(rows), "positive": pos, "negative": len(rows) - pos,
+            "positive_fraction": round(pos / len(rows), 4) if rows else None}
+
+
+def to_rows(tree):
+    base = {"problem_id": tree["problem_id"], "policy": tree["settings"]["policy"],
+            "prompt_tokens": tree["prompt_tokens"], "prompt_text": tree["prompt_text"]}
+    return [{**base, **ex} for ex in examples(tree)]
+
+
+def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):
+    """Writes train.jsonl, test.jsonl (as sampled), test_balanced.jsonl and stats.json."""
+    os.makedirs(out_dir, exist_ok=True)
+    train_ids, test_ids = split_problems({t["problem_id"] for t in trees}, test_fraction, seed)
+    rows = [row for t in trees for row in to_rows(t)]
+    train = [r for r in rows if r["problem_id"] in train_ids]
+    test = [r for r in rows if r["problem_id"] in test_ids]
+    files = {"train.jsonl": balance(train, seed) if balanced else train, "test.jsonl": test,
+             "test_balanced.jsonl": balance(test, seed)}
+    for name, part in files.items():
+        tmp = os.path.join(out_dir, f".{name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in part:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        os.replace(tmp, os.path.join(out_dir, name))
+    stats = {"problems": {"train": len(train_ids), "test": len(test_ids)},
+             "test_problem_ids": sorted(test_ids), "balanced_train": balanced, "seed": seed,
+             "class_ratio": {"all": class_ratio(rows), "train": class_ratio(files["train.jsonl"]),
+                             "train_as_sampled": class_ratio(train), "test": class_ratio(test),
+                             "test_balanced": class_ratio(files["test_balanced.jsonl"])}}
+    write_json_atomic(os.path.join(out_dir, "stats.json"), stats)
+    return stats
+
+
+def tree_stats(trees):
+    """Pass rates per problem and per fork depth (forks ranked by position along the trunk, and
+    by the fraction of the trunk before them), token counts and time."""
+    per_problem, depth, frac = [], defaultdict(list), defaultdict(list)
+    tokens = forward = 0
+    seconds = 0.0
+    for t in trees:
+        outcomes = [r.get("verdict") == "pass" for r in t["rollouts"]]
+        per_problem.append({"problem_id": t["problem_id"], "trunk": t["trunk"]["source"],
+                            "trunk_verdict": t["trunk"]["verdict"], "rollouts": len(outcomes),
+                            "pass_rate": round(sum(outcomes) / len(outcomes), 4) if outcomes else None})
+        n = max(len(t["trunk"]["tokens"]), 1)
+        for rank, f in enumerate(t["forks"], 1):
+            kids = [t["rollouts"][i].get("verdict") == "pass" for i in f["rollouts"]]
+            depth[rank] += kids
+            frac[min(int(10 * f["index"] / n), 9)] += kids
+        tokens += t["stats"]["generated_tokens"]
+        forward += t["stats"]["forward_tokens"]
+        seconds += sum(v for k, v in t["stats"].items() if k.endswith("seconds"))
+    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    all_rollouts = [r.get("verdict") == "pass" for t in trees for r in t["rollouts"]]
+    return {
+        "trees": len(trees), "rollouts": len(all_rollouts), "pass_rate": rate(all_rollouts),
+        "trunks": {src: sum(t["trunk"]["source"] == src for t in trees) for src in ("sample", "reference")},
+        "per_problem": per_problem,
+        "per_fork_rank": {str(k): {"rollouts": len(v), "pass_rate": rate(v)} for k, v in sorted(depth.items())},
+        "per_trunk_fraction": {f"{10 * k}-{10 * k + 10}%": {"rollouts": len(v), "pass_rate": rate(v)}
+                               for k, v in sorted(frac.items())},
+        "generated_tokens": tokens, "forward_tokens": forward, "seconds": round(seconds, 1),
+    }

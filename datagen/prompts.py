@@ -1,0 +1,118 @@
+"""Prompts in the paper's framing, and robust code extraction from completions.
+
+stdin/stdout problems and call-based problems (with starter code) are framed differently; assert
+problems (HumanEval, MBPP) name the function and show the tests as examples. Every prompt asks the
+model to reason first and then give the complete program in one fenced Python block.
+"""
+
+import ast
+import re
+
+from judge.problems import Problem
+
+SYSTEM = "You are an expert Python programmer. You write correct, efficient Python 3 code."
+
+STDIO = """Solve the following programming problem in Python 3.
+
+{question}
+
+Your program must read the input from standard input and print the answer to standard output.
+First reason briefly about the approach, then give the complete program in a single ```python code block."""
+
+CALL = """Solve the following programming problem in Python 3.
+
+{question}
+
+Complete this starter code (keep its signature; do not read input or print output):
+```python
+{starter}
+```
+First reason briefly about the approach, then give the complete code in a single ```python code block."""
+
+ASSERT = """{question}
+
+Write a Python 3 function named `{fn}`.{examples}
+First reason briefly about the approach, then give the complete code in a single ```python code block."""
+
+HUMANEVAL = """Complete the following Python 3 function.
+
+```python
+{prompt}
+```
+First reason briefly about the approach, then give the complete function (with its imports) in a single ```python code block."""
+
+
+def messages(problem: Problem):
+    """Chat messages for a problem (rendered by the policy's chat template when it has one)."""
+    if problem.source == "humaneval":
+        user = HUMANEVAL.format(prompt=problem.starter_code.rstrip())
+    elif problem.kind == "stdio":
+        user = STDIO.format(question=problem.question.strip())
+    elif problem.kind == "call":
+        starter = problem.starter_code.rstrip() or f"def {problem.fn_name}(...):"
+        user = CALL.format(question=problem.question.strip(), starter=starter)
+    else:
+        tests = problem.metadata.get("test_list") or []
+        examples = ("\nIt must pass these tests:\n```python\n" + "\n".join(tests) + "\n```") if tests else ""
+        user = ASSERT.format(question=problem.question.strip(), fn=problem.fn_name or "solution",
+                             examples=examples)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def reference_response(problem: Problem, reference: str):
+    """The assistant turn that teacher-forces a reference solution in the same format."""
+    return f"```python\n{reference.strip()}\n```"
+
+
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def _parses(code):
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def extract_code(text: str) -> str:
+    """The program in a completion: the last fenced block that parses (python-tagged blocks
+    first), an unterminated final block, or the whole text if it parses; else the last block."""
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    python_blocks = [b for lang, b in blocks if lang in ("python", "py", "python3", "")]
+    for body in reversed(python_blocks or [b for _, b in blocks]):
+        if body.strip() and _parses(body):
+            return body.strip("\n") + "\n"
+    if not blocks and _parses(text):
+        return text.strip("\n") + "\n"
+    if blocks:
+        return (python_blocks or [b for _, b in blocks])[-1].strip("\n") + "\n"
+    return text.strip("\n") + "\n"
+
+
+_CLOSED = re.compile(r"```[ \t]*[\w+-]*[^\n]*\n(.*?)\n[ \t]*```", re.S)
+
+
+def code_block_closed(text: str) -> bool:
+    """True once the text holds a closed fenced block of code that parses: the answer is done."""
+    return any(body.strip() and _parses(body) for body in _CLOSED.findall(text))
+
+
+def stop_after_code(prompt_len, decode):
+    """A SamplingParams.stop_fn that ends a completion at the close of its first parsing code block
+    (the response text counts from the end of the prompt, so forks inside a block work too)."""
+    def stop(prefix, new):
+        return code_block_closed(decode(list(prefix[prompt_len:]) + list(new)))
+    return stop
+
+
+def build_program(problem: Problem, code: str) -> str:
+    """A complete program to judge. HumanEval completions that left out the signature get the
+    prompt prepended; the prompt's imports are always kept."""
+    if problem.source == "humaneval":
+        header = "".join(line + "\n" for line in problem.starter_code.splitlines()
+                         if line.startswith(("import ", "from ")))
+        if not re.search(rf"^\s*def\s+{re.escape(problem.fn_name)}\s*\(", code, re.M):
+            return problem.starter_code + code
+        return header + code
+    return code

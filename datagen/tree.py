@@ -1,0 +1,171 @@
+"""Rollout trees (arXiv 2510.23083, sec. 3.2): a trunk per problem, then at its F lowest-probability
+generated tokens ("forking tokens") K new rollouts each, sampled from the prefix before that token.
+
+Generation and judging are split so a caller can judge one tree while generating the next:
+`grow_tree` samples everything (the trunk's retries are judged inline, since a retry depends on the
+verdict), `judge_tree` judges the fork rollouts and fills in labels and fork values.
+"""
+
+import time
+from dataclasses import asdict, dataclass
+
+from datagen.prompts import build_program, extract_code, messages, reference_response, stop_after_code
+from engine.policy import SamplingParams
+from judge import judge, judge_many
+
+TRUNK_MODES = ("sample", "reference", "auto")
+
+
+@dataclass
+class TreeConfig:
+    forks: int = 6              # F
+    per_fork: int = 6           # K
+    trunk: str = "auto"         # sample | reference | auto (sample, fall back to a reference)
+    retries: int = 3            # R: sampled trunks tried before giving up on a passing one
+    min_spacing: int = 1        # fork positions at least this many tokens apart
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    timeout: float = 4.0        # judge seconds per test
+    mode: str = "strict"        # judge comparison mode
+    stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens)
+
+    def __post_init__(self):
+        if self.trunk not in TRUNK_MODES:
+            raise ValueError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
+        if self.forks < 0 or self.per_fork < 1 or self.retries < 1 or self.min_spacing < 1:
+            raise ValueError("forks >= 0, per-fork >= 1, retries >= 1 and min-spacing >= 1 are required")
+
+
+def select_forks(logprobs, count, min_spacing=1):
+    """Indices of the `count` lowest-probability tokens, at least `min_spacing` apart, ascending.
+    The last token (usually EOS) is never a fork: resampling it adds nothing."""
+    candidates = sorted(range(max(len(logprobs) - 1, 0)), key=lambda i: (logprobs[i], i))
+    chosen = []
+    for i in candidates:
+        if len(chosen) == count:
+            break
+        if all(abs(i - j) >= min_spacing for j in chosen):
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def _params(cfg, seed, stop_fn=None):
+    return SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                          top_p=cfg.top_p, seed=seed, stop_fn=stop_fn)
+
+
+def _judge_one(problem, text, cfg):
+    program = build_program(problem, extract_code(text))
+    v = judge(program, problem, mode=cfg.mode, timeout=cfg.timeout)
+    return program, v
+
+
+def grow_tree(policy, problem, cfg, problem_seed=0):
+    """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree."""
+    t0 = time.perf_counter()
+    before = policy.stats.snapshot()
+    prompt = policy.prompt_tokens(messages(problem))
+    seed = cfg.seed * 1_000_003 + problem_seed
+    stop = stop_after_code(len(prompt), policy.decode) if cfg.stop_after_code else None
+    trunk, state = None, None
+    if cfg.trunk in ("sample", "auto"):
+        # The paper retries a sampled trunk up to R times until one passes; the R samples are
+        # drawn in one batch and the first passing one (in sampling order) is kept.
+        samples = policy.sample_with_state(prompt, _params(cfg, seed, stop), n=cfg.retries)
+        texts = [c.text for c, _ in samples]
+        programs = [build_program(problem, extract_code(t)) for t in texts]
+        verdicts = judge_many([(p, problem) for p in programs], mode=cfg.mode, timeout=cfg.timeout)
+        pick = next((i for i, v in enumerate(verdicts) if v.ok), len(samples) - 1)
+        (completion, state), v = samples[pick], verdicts[pick]
+        trunk = {"source": "sample", "attempts": pick + 1, "tokens": completion.tokens,
+                 "logprobs": completion.logprobs, "text": completion.text, "program": programs[pick],
+                 "verdict": v.verdict, "passed": v.passed, "total": v.total,
+                 "finish_reason": completion.finish_reason}
+    if cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references):
+        if not problem.references:
+            raise ValueError(f"problem {problem.id} has no reference solution for a reference trunk")
+        response = reference_response(problem, problem.references[0])
+        tokens = policy.tokenizer(response, add_special_tokens=False)["input_ids"] + policy.eos_ids[:1]
+        logprobs, state = policy.teacher_force(prompt, tokens)
+        attempts = trunk["attempts"] if trunk else 0
+        program, v = _judge_one(problem, response, cfg)
+        trunk = {"source": "reference", "attempts": attempts, "tokens": tokens, "logprobs": logprobs,
+                 "text": response, "program": program, "verdict": v.verdict, "passed": v.passed,
+                 "total": v.total, "finish_reason": "eos"}
+    t_trunk = time.perf_counter()
+    fork_at = select_forks(trunk["logprobs"], cfg.forks, cfg.min_spacing)
+    groups = policy.sample_forks(state, [len(prompt) + i for i in fork_at], cfg.per_fork,
+                                 _params(cfg, seed + 7919, stop)) if fork_at else []
+    forks, rollouts = [], []
+    for j, (i, group) in enumerate(zip(fork_at, groups)):
+        ids = []
+        for c in group:
+            response = trunk["tokens"][:i] + c.tokens
+            rollouts.append({"id": len(rollouts), "fork": j, "prefix_len": i, "tokens": c.tokens,
+                             "logprobs": c.logprobs, "finish_reason": c.finish_reason,
+                             "text": policy.decode(response)})
+            ids.append(len(rollouts) - 1)
+        forks.append({"index": i, "token": trunk["tokens"][i], "logprob": trunk["logprobs"][i],
+                      "rollouts": ids})
+    after = policy.stats
+    return {
+        "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
+        "settings": {"policy": policy.name, **asdict(cfg)},
+        "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+        "trunk": trunk, "forks": forks, "rollouts": rollouts,
+        "stats": {"generated_tokens": after.generated_tokens - before.generated_tokens,
+                  "forward_tokens": after.forward_tokens - before.forward_tokens,
+                  "trunk_seconds": round(t_trunk - t0, 3),
+                  "fork_seconds": round(time.perf_counter() - t_trunk, 3)},
+    }
+
+
+def judge_tree(tree, problem, cfg):
+    """Judge every fork rollout (a batch on the sandbox pool); fill verdicts and fork values."""
+    t0 = time.perf_counter()
+    programs = [build_program(problem, extract_code(r["text"])) for r in tree["rollouts"]]
+    verdicts = judge_many(list(zip(programs, [problem] * len(programs))), mode=cfg.mode, timeout=cfg.timeout)
+    for r, program, v in zip(tree["rollouts"], programs, verdicts):
+        r.update(program=program, verdict=v.verdict, passed=v.passed, total=v.total)
+    for f in tree["forks"]:
+        # Monte-Carlo value of the fork node: the fraction of its children that pass.
+        outcomes = [tree["rollouts"][i]["verdict"] == "pass" for i in f["rollouts"]]
+        f["value"] = sum(outcomes) / len(outcomes) if outcomes else None
+    tree["stats"]["judge_seconds"] = round(time.perf_counter() - t0, 3)
+    return tree
+
+
+def examples(tree):
+    """Training examples of a judged tree: every rollout and the trunk, with the per-token target
+    (1 = the program passes) over its own generated tokens, from label_start on."""
+    trunk = tree["trunk"]
+    out = [{"example_id": "trunk", "response_tokens": trunk["tokens"], "label": int(trunk["verdict"] == "pass"),
+            "label_start": 0, "response_text": trunk["text"], "trunk_source": trunk["source"]}]
+    for r in tree["rollouts"]:
+        out.append({"example_id": f"r{r['id']}", "response_tokens": trunk["tokens"][:r["prefix_len"]] + r["tokens"],
+                    "label": int(r["verdict"] == "pass"), "label_start": r["prefix_len"],
+                    "response_text": r["text"], "trunk_source": trunk["source"]})
+    return out
+
+
+def to_networkx(tree):
+    """The tree as a networkx DiGraph: root (prompt) -> trunk -> fork nodes -> rollouts."""
+    import networkx as nx
+    g = nx.DiGraph(problem_id=tree["problem_id"])
+    trunk = tree["trunk"]
+    g.add_node("prompt", kind="prompt", tokens=len(tree["prompt_tokens"]))
+    g.add_node("trunk", kind="trunk", source=trunk["source"], verdict=trunk["verdict"],
+               tokens=len(trunk["tokens"]), value=float(trunk["verdict"] == "pass"))
+    g.add_edge("prompt", "trunk")
+    for j, f in enumerate(tree["forks"]):
+        node = f"fork{j}"
+        g.add_node(node, kind="fork", index=f["index"], logprob=f["logprob"], value=f.get("value"))
+        g.add_edge("trunk", node, at=f["index"])
+        for i in f["rollouts"]:
+            r = tree["rollouts"][i]
+            g.add_node(f"r{i}", kind="rollout", verdict=r.get("verdict"), tokens=len(r["tokens"]),
+                       value=float(r.get("verdict") == "pass"))
+            g.add_edge(node, f"r{i}")
+    return g
