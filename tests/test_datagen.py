@@ -1,0 +1,262 @@
+"""datagen: prompts, fork selection, KV reuse, trees, crash-safe resume, export and balancing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from datagen.export import balance, export, split_problems, tree_stats
+from datagen.prompts import build_program, code_block_closed, extract_code, messages
+from datagen.store import TreeStore
+from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
+from engine.policy import ModelError, SamplingParams, resolve_model
+from judge import Problem, ProblemError, load_dataset
+
+APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- prompts and extraction ----------------------------------------------------------------------
+
+def test_prompt_framing_per_problem_kind():
+    stdio_p, call_p = load_dataset(APPS_DIR)
+    he = load_dataset("humaneval")[0]
+    texts = {name: messages(p)[-1]["content"] for name, p in
+             (("stdio", stdio_p), ("call", call_p), ("humaneval", he))}
+    assert "standard input" in texts["stdio"] and "starter code" not in texts["stdio"]
+    assert "starter code" in texts["call"] and "class Solution" in texts["call"]
+    assert he.starter_code.strip() in texts["humaneval"]
+    assert all("reason" in t and "```python" in t for t in texts.values())
+    mbpp = Problem(id="m", question="Square it.", kind="assert", fn_name="sq", tests=["assert sq(2) == 4\n"],
+                   metadata={"test_list": ["assert sq(2) == 4"]})
+    assert "`sq`" in messages(mbpp)[-1]["content"] and "assert sq(2) == 4" in messages(mbpp)[-1]["content"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Reasoning.\n```python\nprint(1)\n```\nDone.", "print(1)\n"),
+    ("```python\nx = (\n```\nfixed:\n```python\nx = 1\n```", "x = 1\n"),
+    ("first\n```python\na = 1\n```\nthen\n```python\nb = 2\n```", "b = 2\n"),
+    ("```\nprint(2)\n```", "print(2)\n"),
+    ("```python\nprint(3)\nprint(4)", "print(3)\nprint(4)\n"),  # unterminated last block
+    ("def f():\n    return 1\n", "def f():\n    return 1\n"),   # bare code
+    ("```text\nnot code here\n```\n```python\ny = 2\n```", "y = 2\n"),
+])
+def test_extract_code(text, expected):
+    assert extract_code(text) == expected
+
+
+def test_code_block_closed_and_humaneval_program():
+    assert not code_block_closed("```python\nprint(1)\n")
+    assert code_block_closed("intro\n```python\nprint(1)\n```")
+    assert not code_block_closed("```python\nprint(\n```")
+    he = load_dataset("humaneval")[2]  # truncate_number: body only gets the prompt prepended
+    body = "    return number % 1.0\n"
+    assert build_program(he, body).startswith(he.starter_code)
+    full = f"def {he.fn_name}(number: float) -> float:\n    return number % 1.0\n"
+    assert build_program(he, full).endswith(full)
+
+
+# --- loaders beyond the judge's tests ------------------------------------------------------------
+
+def test_parquet_rows(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    rows = [{"problem_id": 3, "question": "q", "solutions": json.dumps(["print(input())"]),
+             "input_output": json.dumps({"inputs": ["x\n"], "outputs": ["x\n"]}), "starter_code": "",
+             "difficulty": "introductory", "url": "u"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "apps.parquet")
+    (p,) = load_dataset(str(tmp_path / "apps.parquet"))
+    assert (p.id, p.kind, p.inputs, p.references) == ("3", "stdio", ["x\n"], ["print(input())"])
+
+
+def test_hub_name_without_network_is_one_clear_error(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_datasets(name, *a, **k):
+        if name == "datasets":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(ProblemError, match="pip install datasets"):
+        load_dataset("codeparrot/apps")
+
+
+def test_model_specs():
+    with pytest.raises(ModelError, match="no GGUF"):
+        resolve_model("/nonexistent/model.gguf")
+    with pytest.raises(ModelError, match="no model at"):
+        resolve_model("./no/such/dir")
+    assert resolve_model("microsoft/Phi-4-mini-instruct") == "microsoft/Phi-4-mini-instruct"
+
+
+# --- forks and KV reuse --------------------------------------------------------------------------
+
+def test_select_forks_lowest_probability_with_spacing():
+    lps = [-0.1, -5.0, -4.0, -0.2, -3.0, -0.1, -6.0, -9.0]  # last (index 7) is never a fork
+    assert select_forks(lps, 3) == [1, 2, 6]
+    assert select_forks(lps, 3, min_spacing=2) == [1, 4, 6]
+    assert select_forks(lps, 10) == list(range(7))
+    assert select_forks([-1.0], 2) == []
+
+
+def test_fork_kv_reuse_matches_recomputing(tiny_policy):
+    p = tiny_policy
+    prompt = p.prompt_tokens([{"role": "user", "content": "print the sum of two numbers"}])
+    ((trunk, state),) = p.sample_with_state(prompt, SamplingParams(max_new_tokens=24, seed=3))
+    lp, _ = p.teacher_force(prompt, trunk.tokens)
+    assert max(abs(a - b) for a, b in zip(lp, trunk.logprobs)) < 1e-4
+    positions = [len(prompt) + 2, len(prompt) + 9, len(prompt) + 17]
+    for params in (SamplingParams(max_new_tokens=12, temperature=0), SamplingParams(max_new_tokens=12, seed=11)):
+        before = p.stats.forward_tokens
+        forks = p.sample_forks(state, positions, 3, params)
+        reused = p.stats.forward_tokens - before
+        for pos, group in zip(positions, forks):
+            fresh = p._decode_groups(None, [state.tokens[:pos]], 3, params)[0]
+            if params.temperature == 0:
+                assert all(c.tokens == fresh[0].tokens for c in group)
+                assert max(abs(a - b) for a, b in zip(group[0].logprobs, fresh[0].logprobs)) < 1e-4
+        # The shared prefixes were not recomputed: one prefill token per row, then decoding.
+        assert reused <= 9 * 12
+    # Seeded sampling from a state is reproducible.
+    a = p.sample_forks(state, positions, 2, SamplingParams(max_new_tokens=10, seed=5))
+    b = p.sample_forks(state, positions, 2, SamplingParams(max_new_tokens=10, seed=5))
+    assert [[c.tokens for c in g] for g in a] == [[c.tokens for c in g] for g in b]
+
+
+# --- trees ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def apps_problems():
+    return load_dataset(APPS_DIR)
+
+
+def test_reference_tree_structure_and_labels(tiny_policy, apps_problems):
+    problem = apps_problems[0]
+    cfg = TreeConfig(forks=3, per_fork=2, trunk="reference", max_new_tokens=16, timeout=2)
+    tree = judge_tree(grow_tree(tiny_policy, problem, cfg), problem, cfg)
+    trunk = tree["trunk"]
+    assert trunk["source"] == "reference" and trunk["verdict"] == "pass"
+    assert [f["index"] for f in tree["forks"]] == select_forks(trunk["logprobs"], 3)
+    assert len(tree["rollouts"]) == 6
+    for f in tree["forks"]:
+        kids = [tree["rollouts"][i] for i in f["rollouts"]]
+        assert all(r["prefix_len"] == f["index"] for r in kids)
+        assert f["value"] == sum(r["verdict"] == "pass" for r in kids) / 2
+        assert all(r["text"].startswith(tiny_policy.decode(trunk["tokens"][:f["index"]])) for r in kids)
+    exs = examples(tree)
+    assert exs[0]["label"] == 1 and exs[0]["label_start"] == 0
+    for ex, r in zip(exs[1:], tree["rollouts"]):
+        assert ex["label"] == int(r["verdict"] == "pass") and ex["label_start"] == r["prefix_len"]
+        assert len(ex["response_tokens"]) == r["prefix_len"] + len(r["tokens"])
+    g = to_networkx(tree)
+    assert g.number_of_nodes() == 2 + 3 + 6 and g.out_degree("trunk") == 3
+
+
+def test_auto_trunk_falls_back_to_reference(tiny_policy, apps_problems):
+    cfg = TreeConfig(forks=1, per_fork=1, trunk="auto", retries=2, max_new_tokens=8, timeout=2)
+    tree = grow_tree(tiny_policy, apps_problems[1], cfg)
+    assert tree["trunk"]["source"] == "reference" and tree["trunk"]["attempts"] == 2
+    sampled = grow_tree(tiny_policy, apps_problems[1], TreeConfig(forks=1, per_fork=1, trunk="sample",
+                                                                    retries=2, max_new_tokens=8))
+    assert sampled["trunk"]["source"] == "sample" and sampled["trunk"]["verdict"] != "pass"
+
+
+# --- storage and resume --------------------------------------------------------------------------
+
+def test_store_cuts_torn_last_line(tmp_path):
+    store = TreeStore(str(tmp_path))
+    store.append({"problem_id": "a"})
+    store.append({"problem_id": "b"})
+    with open(store.path, "ab") as f:
+        f.write(b'{"problem_id": "c", "trunk": {"tok')  # killed mid-write
+    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"}
+    with open(store.path, "ab") as f:
+        f.write(b'{"problem_id": "d", "tr\n')  # torn, then a newline from a later append
+    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"}
+
+
+def _build(model_dir, dataset, out):
+    return [sys.executable, "-m", "datagen.cli", "build", "--dataset", dataset, "--policy", model_dir,
+            "--out", out, "--forks", "2", "--per-fork", "2", "--trunk", "reference",
+            "--max-new-tokens", "24", "--timeout", "2"]
+
+
+def test_sigkill_mid_build_loses_and_duplicates_nothing(tiny_model_dir, tmp_path):
+    rows = [{"problem_id": i, "question": "echo", "solutions": ["print(input())"],
+             "input_output": {"inputs": [f"{i}\n"], "outputs": [f"{i}\n"]}} for i in range(8)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(tmp_path / "trees")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(_build(tiny_model_dir, str(dataset), out), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = os.path.join(out, "trees.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.exists(path) and open(path, "rb").read().count(b"\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = open(path, "rb").read().count(b"\n")
+    assert 2 <= partial < 8, "the build must be killed mid-run"
+    subprocess.run(_build(tiny_model_dir, str(dataset), out), env=env, check=True, capture_output=True)
+    ids = [t["problem_id"] for t in TreeStore(out).trees()]
+    assert sorted(ids, key=int) == [str(i) for i in range(8)]
+    # Per-problem seeds: a resumed run writes the same trees as an uninterrupted one.
+    fresh = str(tmp_path / "fresh")
+    subprocess.run(_build(tiny_model_dir, str(dataset), fresh), env=env, check=True, capture_output=True)
+    strip = lambda t: {k: v for k, v in t.items() if k != "stats"}  # noqa: E731
+    assert [strip(t) for t in TreeStore(out).trees()] == [strip(t) for t in TreeStore(fresh).trees()]
+
+
+# --- export --------------------------------------------------------------------------------------
+
+def _fake_tree(pid, verdicts):
+    rollouts = [{"id": i, "fork": 0, "prefix_len": 1, "tokens": [5, 6], "logprobs": [-1, -1], "text": "t",
+                 "verdict": v, "finish_reason": "eos"} for i, v in enumerate(verdicts)]
+    return {"problem_id": pid, "settings": {"policy": "p"}, "prompt_tokens": [1, 2], "prompt_text": "pt",
+            "trunk": {"source": "reference", "tokens": [3, 4, 7], "logprobs": [-1, -2, -3], "text": "tr",
+                      "verdict": "pass"},
+            "forks": [{"index": 1, "token": 4, "logprob": -2, "rollouts": list(range(len(verdicts))), "value": None}],
+            "rollouts": rollouts, "stats": {"generated_tokens": 6, "forward_tokens": 8, "fork_seconds": 1.0}}
+
+
+def test_export_split_by_problem_and_balance(tmp_path):
+    trees = [_fake_tree(f"p{i}", ["pass"] + ["wrong_answer"] * (i + 2)) for i in range(10)]
+    stats = export(trees, str(tmp_path), balanced=True, test_fraction=0.3, seed=1)
+    read = lambda n: [json.loads(l) for l in open(tmp_path / n)]  # noqa: E731,E741
+    train, test, test_bal = read("train.jsonl"), read("test.jsonl"), read("test_balanced.jsonl")
+    assert {r["problem_id"] for r in train}.isdisjoint({r["problem_id"] for r in test})
+    assert len({r["problem_id"] for r in test}) == 3 and stats["problems"] == {"train": 7, "test": 3}
+    for part in (train, test_bal):
+        for pid in {r["problem_id"] for r in part}:
+            labels = [r["label"] for r in part if r["problem_id"] == pid]
+            assert labels.count(1) == labels.count(0)
+    assert stats["class_ratio"]["train"]["positive_fraction"] == 0.5
+    assert stats["class_ratio"]["test"]["positive_fraction"] < 0.5
+    r = next(r for r in test if r["example_id"] == "r0")
+    assert r["response_tokens"] == [3, 5, 6] and r["label_start"] == 1 and r["label"] == 1
+    assert split_problems([f"p{i}" for i in range(10)], 0.3, 1) == split_problems([f"p{i}" for i in range(10)], 0.3, 1)
+
+
+def test_balance_leaves_single_class_problems():
+    rows = [{"problem_id": "a", "label": 0}] * 3 + [{"problem_id": "b", "label": 1}, {"problem_id": "b", "label": 0},
+                                                    {"problem_id": "b", "label": 0}]
+    out = balance(rows, 0)
+    assert [r["label"] for r in out if r["problem_id"] == "a"] == [0, 0, 0]
+    assert sorted(r["label"] for r in out if r["problem_id"] == "b") == [0, 0, 1, 1]
+
+
+def test_tree_stats_per_fork_depth():
+    t = _fake_tree("p", ["pass", "wrong_answer"])
+    t["forks"].append({"index": 2, "token": 7, "logprob": -3, "rollouts": [1]})
+    s = tree_stats([t])
+    assert s["per_fork_rank"]["1"] == {"rollouts": 2, "pass_rate": 0.5}
+    assert s["per_fork_rank"]["2"] == {"rollouts": 1, "pass_rate": 0.0}
+    assert s["trunks"] == {"sample": 0, "reference": 1}
