@@ -44,6 +44,7 @@ def class_ratio(rows):
 
 def to_rows(tree):
     base = {"problem_id": tree["problem_id"], "policy": tree["settings"]["policy"],
+            "tokenizer": tree["settings"].get("tokenizer"),
             "prompt_tokens": tree["prompt_tokens"], "prompt_text": tree["prompt_text"]}
     return [{**base, **ex} for ex in examples(tree)]
 

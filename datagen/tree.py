@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from datagen.prompts import build_program, extract_code, messages, reference_response, stop_after_code
-from engine.policy import SamplingParams
+from engine.policy import SamplingParams, vocab_fingerprint
 from judge import judge, judge_many
 
 TRUNK_MODES = ("sample", "reference", "auto")
@@ -112,7 +112,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
     after = policy.stats
     return {
         "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
-        "settings": {"policy": policy.name, **asdict(cfg)},
+        "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
         "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
         "trunk": trunk, "forks": forks, "rollouts": rollouts,
         "stats": {"generated_tokens": after.generated_tokens - before.generated_tokens,

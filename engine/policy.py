@@ -11,6 +11,7 @@ loads take well under a second.
 
 import copy
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -85,10 +86,23 @@ def gguf_to_safetensors(path):
     return out
 
 
+def vocab_fingerprint(tokenizer):
+    """Same fingerprint = same token ids: token sequences can be shared between two models."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def quiet_transformers():
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def load_causal_lm(spec, dtype="auto", device="auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     location = resolve_model(spec)
     device = pick_device(device)
+    quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device))

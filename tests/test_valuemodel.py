@@ -1,0 +1,168 @@
+"""The value model on tiny random Phi-3 models, and every metric on hand-made values."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from engine.policy import vocab_fingerprint
+from valuemodel.metrics import (auroc, auroc_lower_bound, calibration, process_curve, random_pass_at_k,
+                                selection, table2, value_at_fraction)
+from valuemodel.model import ValueModel, ValueModelError, trainable_names
+from valuemodel.train import IGNORE, TrainConfig, collate, make_features, masked_bce, train
+
+from conftest import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def vm(tiny_model_dir):
+    return ValueModel.from_base(tiny_model_dir, last_layers=2, dtype="float32", device="cpu")
+
+
+def _rows(n=8):
+    rows = []
+    for i in range(n):
+        prompt = [5 + i % 3, 6, 7, 8]
+        resp = [20 + (i * 7 + j) % 200 for j in range(6 + i % 4)]
+        rows.append({"problem_id": f"p{i % 4}", "example_id": f"r{i}", "policy": "x", "tokenizer": "match",
+                     "prompt_tokens": prompt, "response_tokens": resp, "label": i % 2, "label_start": 2,
+                     "prompt_text": "", "response_text": ""})
+    return rows
+
+
+def test_only_head_and_last_layers_train(vm):
+    names = trainable_names(vm.model, 2)
+    assert any(n.startswith("score") for n in names)
+    assert all(n.startswith("score") or ".layers.2." in n or ".layers.3." in n for n in names)
+    assert {n for n, p in vm.model.named_parameters() if p.requires_grad} == set(names)
+
+
+def test_training_changes_only_trainable_tensors_and_roundtrips(tiny_model_dir, tmp_path):
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    before = {n: p.detach().clone() for n, p in vm.model.named_parameters()}
+    data = tmp_path / "train.jsonl"
+    rows = _rows()
+    for r in rows:
+        r["tokenizer"] = vocab_fingerprint(vm.tokenizer)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "vm"
+    train(vm, str(data), str(out), TrainConfig(epochs=2, batch_size=4, lr=1e-2, logging_steps=1), progress=False)
+    trained = set(trainable_names(vm.model, 1))
+    for n, p in vm.model.named_parameters():
+        changed = not torch.equal(before[n], p.detach())
+        assert changed == (n in trained), n
+    # The checkpoint holds just the delta, and base + delta gives identical values.
+    from safetensors.torch import load_file
+    assert set(load_file(str(out / "delta.safetensors"))) == trained
+    seqs = [r["prompt_tokens"] + r["response_tokens"] for r in rows[:3]]
+    again = ValueModel.load(str(out), dtype="float32", device="cpu")
+    assert again.values(seqs) == vm.values(seqs)
+    cfg = json.loads((out / "value_config.json").read_text())
+    assert cfg["base"] == tiny_model_dir and cfg["last_layers"] == 1
+
+
+def test_mismatched_base_is_refused(vm, tmp_path):
+    vm.save(str(tmp_path / "vm"))
+    other = make_tiny_model(str(tmp_path / "other"), seed=1)
+    with pytest.raises(ValueModelError, match="was trained on base"):
+        ValueModel.load(str(tmp_path / "vm"), base=other, dtype="float32", device="cpu")
+    with pytest.raises(ValueModelError, match="no value model"):
+        ValueModel.load(str(tmp_path / "nothing"))
+
+
+def test_incremental_scoring_equals_full_forward(vm):
+    seq = [5 + (i * 13) % 300 for i in range(40)]
+    full = vm.values([seq])[0]
+    scorer = vm.scorer()
+    inc = scorer.extend(seq[:10])
+    for t in seq[10:30]:
+        inc += scorer.extend([t])
+    branch = scorer.fork()
+    inc += scorer.extend(seq[30:])
+    assert max(abs(a - b) for a, b in zip(full, inc)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(full[30:], branch.extend(seq[30:]))) < 1e-5
+    # Batched scoring with padding gives each sequence its own values.
+    short = seq[:7]
+    both = vm.values([seq, short])
+    assert max(abs(a - b) for a, b in zip(both[1], vm.values([short])[0])) < 1e-5
+
+
+def test_loss_ignores_prompt_context_and_padding(vm):
+    rows = _rows(2)
+    feats = make_features(rows, vm.tokenizer, "match", "x", 2048)
+    assert feats[0]["labels"][:4 + 2] == [IGNORE] * 6
+    assert set(feats[0]["labels"][6:]) == {float(rows[0]["label"])}
+    batch = collate(feats, vm.tokenizer.pad_token_id)
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+    logits = torch.randn(batch["labels"].shape + (1,))
+    base = masked_bce(logits, batch["labels"])
+    poked = logits.clone()
+    poked[batch["labels"] == IGNORE] = 1e4  # anything at masked positions must not matter
+    assert torch.allclose(masked_bce(poked, batch["labels"]), base)
+    keep = batch["labels"] != IGNORE
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[..., 0][keep], batch["labels"][keep])
+    assert torch.allclose(base, expected)
+
+
+# --- metrics on hand-made values ---------------------------------------------------------------
+
+def test_table2_known_answer():
+    values = [0.9, 0.8, 0.3, 0.6, 0.1, 0.2]
+    labels = [1, 1, 1, 0, 0, 0]
+    t = table2(values, labels)
+    assert t["share_ge_0.5"] == 0.5 and t["share_lt_0.5"] == 0.5
+    assert t["accuracy"] == pytest.approx(4 / 6)
+    assert t["p_correct_given_ge"] == pytest.approx(2 / 3)
+    assert t["p_incorrect_given_lt"] == pytest.approx(2 / 3)
+    assert t["p_ge_given_correct"] == pytest.approx(2 / 3)
+    assert t["p_lt_given_incorrect"] == pytest.approx(2 / 3)
+
+
+def test_random_pass_at_k_exact():
+    assert random_pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert random_pass_at_k(4, 1, 3) == pytest.approx(0.75)
+    assert random_pass_at_k(6, 2, 3) == pytest.approx(1 - 4 / 20)
+    assert random_pass_at_k(3, 0, 2) == 0.0 and random_pass_at_k(3, 2, 2) == 1.0
+
+
+def test_selection_known_answer_and_ties():
+    groups = {"a": [(0.9, 1), (0.5, 0), (0.1, 0), (0.2, 0)],   # value picks the pass
+              "b": [(0.9, 0), (0.8, 0), (0.7, 1), (0.1, 0)],   # best-1 misses, best-3 hits
+              "c": [(0.5, 1), (0.5, 0)]}                         # a tie: counts as a random pick
+    s = selection(groups)
+    assert s["pass@1"]["value_picked"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert s["pass@1"]["random_pick"] == pytest.approx((0.25 + 0.25 + 0.5) / 3)
+    assert s["pass@1"]["relative_improvement"] == pytest.approx((1.5 / 3) / (1 / 3) - 1)
+    assert s["pass@3"]["value_picked"] == pytest.approx((1 + 1 + 1) / 3)
+    assert s["pass@3"]["random_pick"] == pytest.approx((0.75 + 0.75 + 1) / 3)
+
+
+def test_auroc_and_bound():
+    assert auroc([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == 1.0
+    assert auroc([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == 0.0
+    assert auroc([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0]) == 0.5
+    assert auroc([0.9, 0.3, 0.6, 0.1], [1, 1, 0, 0]) == pytest.approx(0.75)
+    assert auroc([0.3, 0.4], [1, 1]) is None
+    assert auroc_lower_bound(0.75, 2, 2) < 0.75 < 1
+    assert auroc_lower_bound(0.9, 200, 200) > 0.85
+
+
+def test_process_curve_fraction_and_first_beating_chance():
+    curve = [0.5] * 2 + [0.5] * 5 + [0.9] * 5  # prompt context 2, then 10 generated tokens
+    assert value_at_fraction(curve, 2, 0.1) == 0.5 and value_at_fraction(curve, 2, 0.5) == 0.5
+    assert value_at_fraction(curve, 2, 0.6) == 0.9 and value_at_fraction(curve, 2, 1.0) == 0.9
+    good = [[0.5] * 5 + [0.9] * 5 for _ in range(30)]
+    bad = [[0.5] * 5 + [0.1] * 5 for _ in range(30)]
+    p = process_curve([(c, 0, 1) for c in good] + [(c, 0, 0) for c in bad])
+    assert p["curve"][4]["auroc"] == 0.5 and p["curve"][5]["auroc"] == 1.0
+    assert p["first_fraction_beating_chance"] == 0.6
+    assert p["curve"][9]["accuracy"] == 1.0
+
+
+def test_calibration_known_answer():
+    c = calibration([0.05, 0.05, 0.95, 0.95], [0, 1, 1, 1])
+    assert c["brier"] == pytest.approx((0.05 ** 2 + 0.95 ** 2 + 0.05 ** 2 + 0.05 ** 2) / 4)
+    assert c["ece"] == pytest.approx(0.5 * abs(0.05 - 0.5) + 0.5 * abs(0.95 - 1.0))
+    assert [b["count"] for b in c["bins"]] == [2, 2]

@@ -1,0 +1,119 @@
+"""`valuemodel`: train a value head, score a program, evaluate on a datagen export."""
+
+import json
+import os
+import sys
+
+from engine.policy import ModelError
+from judge.cli import OneLineParser
+from judge.problems import ProblemError, load_problem
+
+
+def fail(message):
+    print(f"valuemodel: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_train(args):
+    from valuemodel.model import ValueModel
+    from valuemodel.train import TrainConfig, train
+    if not os.path.exists(args.data):
+        fail(f"no training data at {args.data}")
+    data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
+    eval_path = os.path.join(args.data, "test.jsonl") if os.path.isdir(args.data) and args.eval else None
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                      max_length=args.max_length, seed=args.seed, bf16=args.bf16,
+                      gradient_checkpointing=args.gradient_checkpointing, save_steps=args.save_steps)
+    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
+    result, history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume)
+    print(json.dumps({"out": args.out, "train_loss": result.training_loss, "steps": result.global_step})
+          if args.json else f"trained {result.global_step} steps, loss {result.training_loss:.4f} -> {args.out}")
+
+
+def cmd_score(args):
+    from datagen.prompts import messages, reference_response
+    from valuemodel.model import ValueModel
+    problem = load_problem(args.problem)
+    try:
+        program = open(args.program, encoding="utf-8").read()
+    except OSError as exc:
+        fail(f"cannot read program {args.program}: {exc.strerror}")
+    vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
+    tok = vm.tokenizer
+    msgs = messages(problem)
+    if getattr(tok, "chat_template", None):
+        prompt = list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    else:
+        prompt = tok("\n\n".join(m["content"] for m in msgs) + "\n\n")["input_ids"]
+    response = tok(reference_response(problem, program), add_special_tokens=False)["input_ids"]
+    values = vm.values([prompt + response])[0][len(prompt):]
+    out = {"value": values[-1], "tokens": len(response)}
+    if args.curve:
+        out["curve"] = [{"token": tok.decode([t]), "value": v} for t, v in zip(response, values)]
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"value {out['value']:.4f} (P(pass) at the last of {len(response)} tokens)")
+    if args.curve:
+        for i, c in enumerate(out["curve"]):
+            print(f"{i:5d} {c['value']:.4f} {c['token']!r}")
+
+
+def cmd_eval(args):
+    from valuemodel.evaluate import evaluate
+    from valuemodel.model import ValueModel
+    vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
+    report = evaluate(vm, args.data, args.out, max_length=args.max_length)
+    if args.json:
+        print(json.dumps(report))
+        return
+    with open(os.path.join(args.out, "report.md")) as f:
+        print(f.read())
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="valuemodel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    t = sub.add_parser("train", help="train the value head (+ last N layers) on a datagen export")
+    t.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
+    t.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+    t.add_argument("--out", required=True, help="where the delta checkpoint goes")
+    t.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
+    t.add_argument("--epochs", type=float, default=2.0)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--max-length", type=int, default=2048, help="tokens per example (prompt + response)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--save-steps", type=int, default=500, help="trainer checkpoint interval (for --resume)")
+    t.add_argument("--resume", action="store_true", help="continue from the last trainer checkpoint in OUT")
+    t.add_argument("--eval", action="store_true", help="report test loss each epoch (export directory only)")
+    s = sub.add_parser("score", help="value of a program for a problem")
+    s.add_argument("program")
+    s.add_argument("--problem", required=True)
+    s.add_argument("--value", required=True, help="value checkpoint directory")
+    s.add_argument("--curve", action="store_true", help="also print the per-token value curve")
+    e = sub.add_parser("eval", help="paper metrics, selection, process curve and calibration report")
+    e.add_argument("--value", required=True)
+    e.add_argument("--data", required=True, help="export directory with test.jsonl and test_balanced.jsonl")
+    e.add_argument("--out", required=True, help="report directory")
+    e.add_argument("--max-length", type=int, default=2048)
+    for p in (t, s, e):
+        p.add_argument("--dtype", default="float32" if p is t else "auto")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--json", action="store_true")
+    for p in (s, e):
+        p.add_argument("--base", default=None, help="base model location, if moved since training")
+    args = parser.parse_args(argv)
+    try:
+        {"train": cmd_train, "score": cmd_score, "eval": cmd_eval}[args.command](args)
+    except (ProblemError, ModelError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+
+
+if __name__ == "__main__":
+    main()
