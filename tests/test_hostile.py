@@ -121,11 +121,13 @@ CASES = [
     ("read_judge_environ", "import os\nprint(os.environ.get('FORKCODE_TEST_SECRET', input()))\n", "pass"),
     ("read_pid1_environ", "print(open('/proc/1/environ').read())\n", "runtime_error"),
     ("scan_for_secrets", textwrap.dedent("""\
-        import os
+        import os, sys
         mark = '{mark}'.lower().upper()  # built at run time: the source itself must not match
         hits = []
+        # System and interpreter dirs are the host's public files (and can be gigabytes).
+        skip = ('/proc', '/usr', '/lib', sys.prefix, sys.base_prefix)
         for root, dirs, files in os.walk('/'):
-            if root.startswith(('/proc', '/usr', '/root', '/lib')):
+            if root.startswith(skip):
                 dirs[:] = []
             for f in files:
                 try:
