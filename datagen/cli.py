@@ -1,6 +1,5 @@
 """`datagen`: build judged rollout trees, summarize them, export per-token training data."""
 
-import argparse
 import json
 import os
 import sys
@@ -10,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datagen.export import export, tree_stats
 from datagen.store import TreeStore, write_json_atomic
 from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
-from judge.cli import OneLineParser
+from judge.cli import OneLineParser, die, dispatch
 from judge.problems import ProblemError, load_dataset
 from judge.sandbox import SandboxError
 
 
 def fail(message):
-    print(f"datagen: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    die("datagen", message)
 
 
 def cmd_build(args):
@@ -158,12 +156,8 @@ def main(argv=None):
     e.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     from engine.policy import ModelError
-    try:
-        {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}[args.command](args)
-    except (ProblemError, SandboxError, ModelError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume")
+    dispatch("datagen", {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}, args,
+             (ProblemError, SandboxError, ModelError, ValueError))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Expected outputs never enter the sandbox: results go back raw and the host compa
 """
 
 import ctypes
-import io
 import json
 import os
 import resource

@@ -16,9 +16,24 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def fail(message):
-    print(f"judge: error: {message}", file=sys.stderr)
+def die(prog, message):
+    """The one error line every forkcode command gives for bad input, and exit status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def fail(message):
+    die("judge", message)
+
+
+def dispatch(prog, handlers, args, errors):
+    """Run the chosen subcommand; expected errors become one line instead of a traceback."""
+    try:
+        handlers[args.command](args)
+    except errors as exc:
+        die(prog, str(exc))
+    except KeyboardInterrupt:
+        die(prog, "interrupted; rerun the same command to resume" if prog == "datagen" else "interrupted")
 
 
 def _read_program(path):
@@ -128,12 +143,7 @@ def main(argv=None):
         p.add_argument("--timeout", type=_positive, default=4.0, help="seconds per test (default 4)")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
-    try:
-        {"run": cmd_run, "check": cmd_check}[args.command](args)
-    except (ProblemError, SandboxError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted")
+    dispatch("judge", {"run": cmd_run, "check": cmd_check}, args, (ProblemError, SandboxError, ValueError))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """The value model on tiny random Phi-3 models, and every metric on hand-made values."""
 
 import json
-import math
-import os
 
 import pytest
 import torch

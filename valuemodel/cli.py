@@ -2,16 +2,14 @@
 
 import json
 import os
-import sys
 
 from engine.policy import ModelError
-from judge.cli import OneLineParser
+from judge.cli import OneLineParser, die, dispatch
 from judge.problems import ProblemError, load_problem
 
 
 def fail(message):
-    print(f"valuemodel: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    die("valuemodel", message)
 
 
 def cmd_train(args):
@@ -107,12 +105,8 @@ def main(argv=None):
     for p in (s, e):
         p.add_argument("--base", default=None, help="base model location, if moved since training")
     args = parser.parse_args(argv)
-    try:
-        {"train": cmd_train, "score": cmd_score, "eval": cmd_eval}[args.command](args)
-    except (ProblemError, ModelError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted")
+    dispatch("valuemodel", {"train": cmd_train, "score": cmd_score, "eval": cmd_eval}, args,
+             (ProblemError, ModelError, ValueError))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """`valuemodel eval`: score a test split and write report.json, report.md and plots."""
 
-import json
 import os
 from collections import defaultdict
 
@@ -114,7 +113,7 @@ def _f(x, pct=False):
 
 
 def markdown(report):
-    lines = [f"# Value model report\n", f"Base `{report['value_model']['base']}`, last "
+    lines = ["# Value model report\n", f"Base `{report['value_model']['base']}`, last "
              f"{report['value_model']['last_layers']} layers trained. Data: `{report['data']}`.\n"]
     lines.append("## Selection among each problem's rollouts (test split)\n")
     lines.append("| metric | value-picked | random pick (exact) | relative improvement | problems |")
