@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from datagen.prompts import messages, reference_response
+from engine.prompts import messages, reference_response
 from datagen.tree import select_forks
 from engine.policy import HFPolicy, SamplingParams
 from judge import load_problem

@@ -9,7 +9,7 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from datagen.prompts import build_program, extract_code, messages, reference_response, stop_after_code
+from engine.prompts import build_program, extract_code, messages, reference_response, stop_after_code
 from engine.policy import SamplingParams, vocab_fingerprint
 from judge import judge, judge_many
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from datagen.export import balance, export, split_problems, tree_stats
-from datagen.prompts import build_program, code_block_closed, extract_code, messages
+from engine.prompts import build_program, code_block_closed, extract_code, messages
 from datagen.store import TreeStore
 from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
 from engine.policy import ModelError, SamplingParams, resolve_model

@@ -29,7 +29,7 @@ def cmd_train(args):
 
 
 def cmd_score(args):
-    from datagen.prompts import messages, reference_response
+    from engine.prompts import messages, reference_response
     from valuemodel.model import ValueModel
     problem = load_problem(args.problem)
     try:
