@@ -1,0 +1,37 @@
+"""best_of_k: sample k complete programs in one batch, score each with the value model (its value
+at the last token: the outcome reward), return the best, with every candidate ranked."""
+
+from engine.prompts import build_program, extract_code, messages, stop_after_code
+from engine.policy import SamplingParams
+from engine.result import Candidate, DecodeResult, Stats
+
+
+def sample_candidates(policy, problem, cfg, n, temperature):
+    prompt = policy.prompt_tokens(messages(problem))
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
+                            seed=cfg.seed, stop_fn=stop_after_code(len(prompt), policy.decode))
+    completions = policy.sample(prompt, n, params)
+    return prompt, [Candidate(build_program(problem, extract_code(c.text)), c.text, c.tokens, None,
+                              c.finish_reason) for c in completions]
+
+
+def best_of_k(policy, value, problem, cfg):
+    stats = Stats(policy, value)
+    with stats.phase("sample"):
+        prompt, candidates = sample_candidates(policy, problem, cfg, cfg.k, cfg.temperature)
+    if cfg.dedupe:
+        unique = {}
+        for c in candidates:
+            if c.program in unique:
+                unique[c.program].duplicates += 1
+            else:
+                unique[c.program] = c
+        candidates = list(unique.values())
+    with stats.phase("value"):
+        finals = [v[-1] for v in value.values([prompt + c.tokens for c in candidates])]
+    for c, v in zip(candidates, finals):
+        c.value = v
+    # Stable sort: among equal values the earlier sample wins.
+    ranked = sorted(candidates, key=lambda c: -c.value)
+    stats.extra["unique_programs"] = len(ranked)
+    return DecodeResult("best_of_k", ranked[0].program, ranked[0].value, ranked, stats.as_dict())

@@ -1,0 +1,72 @@
+"""What every decoding strategy takes and returns: one config, one result type."""
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+class ValueFunction(Protocol):
+    """The narrow value-model interface the strategies use (valuemodel.ValueModel implements it)."""
+
+    def values(self, sequences: list) -> list: ...   # per-token values for each token sequence
+    def scorer(self): ...                             # incremental scorer: .extend(tokens), .fork()
+
+
+@dataclass
+class DecodeConfig:
+    strategy: str = "best_of_k"
+    k: int = 8                   # best_of_k: samples
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    dedupe: bool = True          # best_of_k: score identical programs once
+    seed: int = 0
+
+
+@dataclass
+class Candidate:
+    program: str
+    text: str
+    tokens: list
+    value: float | None
+    finish_reason: str
+    duplicates: int = 0          # identical programs folded into this one
+
+
+@dataclass
+class DecodeResult:
+    strategy: str
+    program: str
+    value: float | None
+    candidates: list             # ranked, best first
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class Stats:
+    """Counts policy and value tokens and wall time per phase for one decode."""
+
+    def __init__(self, policy, value=None):
+        self.policy, self.value = policy, value
+        self.policy0 = policy.stats.snapshot()
+        self.value0 = getattr(value, "tokens_scored", 0)
+        self.wall = {}
+        self.extra = {}
+
+    @contextmanager
+    def phase(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wall[name] = round(self.wall.get(name, 0.0) + time.perf_counter() - start, 4)
+
+    def as_dict(self):
+        now = self.policy.stats
+        return {"policy_tokens": now.generated_tokens - self.policy0.generated_tokens,
+                "policy_forward_tokens": now.forward_tokens - self.policy0.forward_tokens,
+                "value_tokens": getattr(self.value, "tokens_scored", 0) - self.value0,
+                "wall_s": {**self.wall, "total": round(sum(self.wall.values()), 4)}, **self.extra}
