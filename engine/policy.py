@@ -178,6 +178,7 @@ class Policy(Protocol):
     def sample_forks(self, state: PrefixState, positions: list, k: int,
                      params: SamplingParams) -> list: ...
     def teacher_force(self, prefix: list, continuation: list) -> tuple: ...
+    def extend(self, state: PrefixState, tokens: list) -> PrefixState: ...
     def sample_with_state(self, prefix: list, params: SamplingParams, n: int = 1) -> list: ...
 
 
@@ -268,6 +269,20 @@ class HFPolicy:
                 own.update(layer.keys[row:row + 1, :, :len(seq) - 1], layer.values[row:row + 1, :, :len(seq) - 1], layer_idx)
             out.append((completion, PrefixState(seq, own, len(seq) - 1)))
         return out
+
+    @torch.inference_mode()
+    def extend(self, state, tokens):
+        """A new PrefixState for state.tokens + tokens; only the tokens past the state's cache are
+        computed (the state is not modified)."""
+        seq = list(state.tokens) + list(tokens)
+        cache = copy.deepcopy(state.cache)
+        extra = cache.get_seq_length() - state.cached
+        if extra > 0:
+            cache.crop(-extra)
+        todo = seq[state.cached:len(seq) - 1]
+        if todo:
+            _, cache = self._forward(torch.tensor([todo], device=self.device), cache)
+        return PrefixState(seq, cache, len(seq) - 1)
 
     def _batched_cache(self, state, lengths, k):
         """A cache whose row group i holds state's first lengths[i] tokens, left-padded."""

@@ -22,6 +22,10 @@ class DecodeConfig:
     max_new_tokens: int = 512
     dedupe: bool = True          # best_of_k: score identical programs once
     seed: int = 0
+    beam_width: int = 3          # beam: B beams survive each step
+    expansions: int = 3          # beam: E sampled continuations per beam and step
+    step: str = "line"           # beam: "line" or a number of tokens per step
+    token_budget: int = 4096     # beam: policy tokens for the whole search
 
 
 @dataclass

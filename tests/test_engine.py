@@ -3,10 +3,27 @@
 import pytest
 
 from engine.baselines import greedy, sample
+from engine.beam import beam
 from engine.best_of_k import best_of_k
 from engine.prompts import messages
 from engine.result import DecodeConfig
 from judge import Problem
+
+
+class ScriptedScorer:
+    def __init__(self, owner, history=()):
+        self.owner, self.history = owner, list(history)
+
+    def extend(self, tokens):
+        self.owner.tokens_scored += len(tokens)
+        out = []
+        for t in tokens:
+            self.history.append(t)
+            out.append(ScriptedValue.of(self.history))
+        return out
+
+    def fork(self):
+        return ScriptedScorer(self.owner, self.history)
 
 
 class ScriptedValue:
@@ -19,6 +36,9 @@ class ScriptedValue:
     @staticmethod
     def of(seq):
         return (sum(t * (i + 1) for i, t in enumerate(seq)) % 1009) / 1009
+
+    def scorer(self):
+        return ScriptedScorer(self)
 
     def values(self, sequences):
         self.calls += 1
@@ -58,3 +78,37 @@ def test_baselines(tiny_policy):
     assert g1.program == g2.program and g1.value is None and g1.strategy == "greedy"
     s = sample(tiny_policy, ScriptedValue(), PROBLEM, cfg)
     assert s.value is not None and len(s.candidates) == 1 and s.stats["policy_tokens"] <= 8
+
+
+@pytest.mark.parametrize("step", ["line", "4"])
+def test_beam_keeps_the_best_b_and_honours_the_budget(tiny_policy, step):
+    value = ScriptedValue()
+    cfg = DecodeConfig(beam_width=2, expansions=3, step=step, token_budget=400, max_new_tokens=200,
+                       temperature=1.0, top_p=1.0, seed=2)
+    r = beam(tiny_policy, value, PROBLEM, cfg)
+    assert r.stats["policy_tokens"] <= 400
+    assert r.stats["steps"] >= 2
+    for step_trace in r.stats["trace"]:
+        kept, open_ = step_trace["kept"], step_trace["open"]
+        assert len(kept) == min(2, len(open_))
+        assert kept == sorted(open_, reverse=True)[:len(kept)]  # the B highest values survive
+    assert [c.value for c in r.candidates] == sorted((c.value for c in r.candidates), reverse=True)
+    assert r.program == r.candidates[0].program
+    # Each candidate's value is the scripted value of prompt + its tokens: scored incrementally.
+    prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
+    for c in r.candidates:
+        assert c.value == pytest.approx(ScriptedValue.of(prompt + c.tokens))
+    # Incremental scoring: only new tokens are scored, never whole prefixes again.
+    assert value.tokens_scored == len(prompt) + r.stats["policy_tokens"]
+
+
+def test_policy_extend_equals_teacher_forcing(tiny_policy):
+    from engine.policy import SamplingParams
+    prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
+    _, state = tiny_policy.teacher_force(prompt[:-1], prompt[-1:])
+    more = [7, 8, 9, 10]
+    ext = tiny_policy.extend(state, more)
+    g = SamplingParams(max_new_tokens=6, temperature=0)
+    a = tiny_policy.sample_forks(ext, [len(ext.tokens)], 1, g)[0][0]
+    b = tiny_policy._decode_groups(None, [prompt + more], 1, g)[0][0]
+    assert a.tokens == b.tokens and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
