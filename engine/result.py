@@ -36,6 +36,8 @@ class Candidate:
     value: float | None
     finish_reason: str
     duplicates: int = 0          # identical programs folded into this one
+    origin: str = ""             # tree: "trunk" or the branch path
+    logprobs: list = None        # tree: the policy's log-probs of its tokens
 
 
 @dataclass

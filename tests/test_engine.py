@@ -1,9 +1,12 @@
 """Decoding strategies on a tiny random Phi-3 policy with a scripted value (test-only stub)."""
 
+import math
+
 import pytest
 
 from engine.baselines import greedy, sample
 from engine.beam import beam
+from engine.tree import TreeParams, abort_position, tree
 from engine.best_of_k import best_of_k
 from engine.prompts import messages
 from engine.result import DecodeConfig
@@ -112,3 +115,39 @@ def test_policy_extend_equals_teacher_forcing(tiny_policy):
     a = tiny_policy.sample_forks(ext, [len(ext.tokens)], 1, g)[0][0]
     b = tiny_policy._decode_groups(None, [prompt + more], 1, g)[0][0]
     assert a.tokens == b.tokens and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+
+
+def test_abort_rule():
+    v = [0.9, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1]
+    assert abort_position(v, 0, 0.5, 3) == 3
+    assert abort_position(v, 2, 0.5, 3) == 7       # tokens before the warm-up do not count
+    assert abort_position(v, 5, 0.5, 4) == 8
+    assert abort_position(v, 0, 0.05, 1) is None
+
+
+def test_tree_branches_at_forking_tokens_and_aborts_by_the_rule(tiny_policy):
+    value = ScriptedValue()
+    tp = TreeParams(branch_prob=0.004, max_branches=4, abort_value=0.6, patience=3, warmup=0.3, chunk=8)
+    cfg = DecodeConfig(max_new_tokens=40, temperature=1.0, top_p=1.0, seed=7)
+    r = tree(tiny_policy, value, PROBLEM, cfg, tp)
+    prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
+    trunk = next(c for c in r.candidates if c.origin == "trunk")
+    # The trunk branches at exactly its forking tokens, in order, while the branch budget lasts.
+    forking = [i for i, lp in enumerate(trunk.logprobs) if math.exp(lp) < tp.branch_prob]
+    from_trunk = [b["index"] for b in r.stats["branch_log"] if b["parent"] == "trunk"]
+    assert from_trunk == forking[:len(from_trunk)] and len(from_trunk) == min(len(forking), tp.max_branches)
+    assert r.stats["branches"] == len(r.stats["branch_log"]) <= tp.max_branches
+    assert len(r.candidates) == 1 + r.stats["branches"]
+    # Every rollout but the trunk stops exactly where the abort rule says, or not at all.
+    warm = int(tp.warmup * r.stats["expected_length"])
+    for c in r.candidates:
+        values = [ScriptedValue.of(prompt + c.tokens[:i + 1]) for i in range(len(c.tokens))]
+        cut = abort_position(values, warm, tp.abort_value, tp.patience)
+        if c.origin == "trunk":
+            assert c.finish_reason != "aborted"
+        elif c.finish_reason == "aborted":
+            assert cut == len(c.tokens) - 1
+        else:
+            assert cut is None
+    assert r.stats["aborted"] == sum(c.finish_reason == "aborted" for c in r.candidates)
+    assert r.stats["aborted"] >= 1 and r.stats["tokens_saved"] >= 0
