@@ -1,5 +1,6 @@
 """Decoding strategies on a tiny random Phi-3 policy with a scripted value (test-only stub)."""
 
+import json
 import math
 
 import pytest
@@ -11,6 +12,8 @@ from engine.best_of_k import best_of_k
 from engine.prompts import messages
 from engine.result import DecodeConfig
 from judge import Problem
+
+from conftest import make_tiny_model
 
 
 class ScriptedScorer:
@@ -151,3 +154,36 @@ def test_tree_branches_at_forking_tokens_and_aborts_by_the_rule(tiny_policy):
             assert cut is None
     assert r.stats["aborted"] == sum(c.finish_reason == "aborted" for c in r.candidates)
     assert r.stats["aborted"] >= 1 and r.stats["tokens_saved"] >= 0
+
+
+def _decode(*args):
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=repo)
+
+
+def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
+    from valuemodel.model import ValueModel
+    vm_dir = str(tmp_path / "vm")
+    ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu").save(vm_dir)
+    r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", tiny_model_dir, "--value", vm_dir,
+                "--strategy", "best_of_k", "--k", "3", "--max-new-tokens", "8", "--judge", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[0])
+    assert {"program", "value", "strategy", "stats", "candidates", "verdict"} <= set(out)
+    assert out["strategy"] == "best_of_k" and len(out["candidates"]) <= 3
+    assert out["verdict"]["total"] == 4
+    r = _decode("--problem", str(tmp_path / "missing.json"), "--policy", tiny_model_dir, "--strategy", "greedy")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot read problem" in r.stderr
+    r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", str(tmp_path / "nope"), "--strategy", "greedy")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no model at" in r.stderr
+    # A value model whose base has another vocabulary is refused with one line.
+    other = make_tiny_model(str(tmp_path / "other"), seed=3, vocab=400)
+    vm2 = str(tmp_path / "vm2")
+    ValueModel.from_base(other, last_layers=1, dtype="float32", device="cpu").save(vm2)
+    r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", tiny_model_dir, "--value", vm2,
+                "--strategy", "best_of_k")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "does not share the policy's tokenizer" in r.stderr

@@ -1,0 +1,163 @@
+"""`decode`: generate a program for a problem (or each problem of a dataset) with a strategy."""
+
+import json
+import os
+import time
+
+from engine.result import DecodeConfig
+from judge.cli import OneLineParser, dispatch
+from judge.problems import ProblemError, load_dataset, load_problem
+from judge.sandbox import SandboxError
+
+STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
+NEEDS_VALUE = ("best_of_k", "beam", "tree")
+# Where the project's default value model lives (a delta on the default policy).
+DEFAULT_VALUE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "valuemodel", "default")
+
+
+def strategy_fn(name):
+    if name in ("greedy", "sample"):
+        from engine import baselines
+        return getattr(baselines, name)
+    if name == "best_of_k":
+        from engine.best_of_k import best_of_k
+        return best_of_k
+    if name == "beam":
+        from engine.beam import beam
+        return beam
+    from engine.tree import tree
+    return lambda policy, value, problem, cfg: tree(policy, value, problem, cfg, strategy_fn.tree_params)
+
+
+def load_models(args):
+    from engine.policy import HFPolicy, ModelError, vocab_fingerprint
+    policy = HFPolicy(args.policy, dtype=args.dtype, device=args.device)
+    value = None
+    path = args.value or (DEFAULT_VALUE if os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json")) else None)
+    if args.strategy in NEEDS_VALUE and path is None:
+        raise ModelError(f"{args.strategy} needs a value model: pass --value DIR "
+                         "(train one with `valuemodel train`; no default value model is installed)")
+    if path is not None:
+        from valuemodel.model import ValueModel
+        value = ValueModel.load(path, dtype=args.dtype, device=args.device)
+        if vocab_fingerprint(value.tokenizer) != vocab_fingerprint(policy.tokenizer):
+            raise ModelError(f"value model {path} (base {value.base}) does not share the policy's tokenizer "
+                             f"({args.policy}): its values would be read off the wrong tokens")
+    return policy, value
+
+
+def show(console, problem, result, verdict):
+    from rich.syntax import Syntax
+    from rich.table import Table
+    value = "-" if result.value is None else f"{result.value:.3f}"
+    console.rule(f"{problem.id}  [{result.strategy}]  value {value}")
+    console.print(Syntax(result.program, "python", line_numbers=True))
+    if len(result.candidates) > 1:
+        table = Table("#", "value", "tokens", "finish", "first line", title="candidates", show_edge=False)
+        for i, c in enumerate(result.candidates):
+            first = next((line for line in c.program.splitlines() if line.strip()), "")
+            table.add_row(str(i), "-" if c.value is None else f"{c.value:.3f}", str(len(c.tokens)),
+                          c.finish_reason, first[:60])
+        console.print(table)
+    s = result.stats
+    console.print(f"policy tokens {s['policy_tokens']}, value tokens {s['value_tokens']}, "
+                  f"wall {s['wall_s']['total']:.1f} s")
+    if verdict is not None:
+        color = "green" if verdict.ok else "red"
+        console.print(f"judge: [bold {color}]{verdict.verdict}[/] {verdict.passed}/{verdict.total}")
+
+
+def cmd_decode(args):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from judge import judge
+    if args.problem:
+        problems = [load_problem(args.problem)]
+    else:
+        problems = load_dataset(args.dataset)
+        if args.index is not None:
+            if not 0 <= args.index < len(problems):
+                raise ProblemError(f"--index {args.index} is outside the dataset's {len(problems)} problems")
+            problems = [problems[args.index]]
+        elif args.limit:
+            problems = problems[: args.limit]
+    cfg = DecodeConfig(strategy=args.strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                       max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
+                       expansions=args.expansions, step=args.step, token_budget=args.token_budget)
+    from engine.tree import TreeParams
+    strategy_fn.tree_params = TreeParams(branch_prob=args.branch_prob, max_branches=args.max_branches,
+                                         abort_value=args.abort_value, patience=args.patience, warmup=args.warmup)
+    run = strategy_fn(args.strategy)
+    policy, value = load_models(args)
+    console = Console(stderr=args.json)
+    rows, start = [], time.perf_counter()
+    with Progress(console=console, transient=True, disable=len(problems) == 1 or not console.is_terminal) as bar:
+        task = bar.add_task(f"decoding ({args.strategy})", total=len(problems))
+        for problem in problems:
+            result = run(policy, value, problem, cfg)
+            verdict = judge(result.program, problem, timeout=args.timeout) if args.judge and problem.num_tests else None
+            row = {"problem_id": problem.id, **result.to_dict()}
+            if verdict is not None:
+                row["verdict"] = verdict.to_dict()
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                show(console, problem, result, verdict)
+            bar.advance(task)
+    if len(problems) > 1:
+        judged = [r for r in rows if "verdict" in r]
+        summary = {"strategy": args.strategy, "problems": len(rows),
+                   "pass@1": sum(r["verdict"]["verdict"] == "pass" for r in judged) / len(judged) if judged else None,
+                   "policy_tokens": sum(r["stats"]["policy_tokens"] for r in rows),
+                   "value_tokens": sum(r["stats"]["value_tokens"] for r in rows),
+                   "seconds": round(time.perf_counter() - start, 1)}
+        if args.json:
+            print(json.dumps({"summary": summary}))
+        else:
+            p1 = "-" if summary["pass@1"] is None else f"{summary['pass@1']:.1%} ({len(judged)} judged)"
+            console.print(f"[bold]{args.strategy}[/] on {len(rows)} problems: pass@1 {p1}, policy tokens "
+                          f"{summary['policy_tokens']}, value tokens {summary['value_tokens']}, {summary['seconds']} s")
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="decode", description=__doc__)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--problem", help="problem JSON (APPS row, HumanEval or MBPP row) or APPS problem directory")
+    src.add_argument("--dataset", help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--index", type=int, help="only the problem at this index of the dataset")
+    pick.add_argument("--limit", type=int, default=0, help="only the first N problems of the dataset")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="best_of_k")
+    parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--value", default=None, help="value checkpoint directory (default: the shipped one, if any)")
+    parser.add_argument("--k", type=int, default=8, help="best_of_k: samples (default 8)")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beam-width", type=int, default=3, help="beam: B")
+    parser.add_argument("--expansions", type=int, default=3, help="beam: E continuations per beam and step")
+    parser.add_argument("--step", default="line", help="beam: 'line' or a number of tokens per step")
+    parser.add_argument("--token-budget", type=int, default=4096, help="beam: policy tokens in all")
+    parser.add_argument("--branch-prob", type=float, default=0.1, help="tree: fork at tokens less likely than this")
+    parser.add_argument("--max-branches", type=int, default=7, help="tree: rollouts besides the first")
+    parser.add_argument("--abort-value", type=float, default=0.2, help="tree: abort below this value")
+    parser.add_argument("--patience", type=int, default=8, help="tree: for this many consecutive tokens")
+    parser.add_argument("--warmup", type=float, default=0.5, help="tree: after this fraction of the first rollout's length")
+    parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
+    parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
+    args = parser.parse_args(argv)
+    if args.step != "line" and not args.step.isdigit():
+        parser.error("--step must be 'line' or a number of tokens")
+    args.command = "decode"
+    from engine.policy import ModelError
+    dispatch("decode", {"decode": cmd_decode}, args, (ProblemError, SandboxError, ModelError, ValueError))
+
+
+if __name__ == "__main__":
+    main()
