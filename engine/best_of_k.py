@@ -28,7 +28,7 @@ def best_of_k(policy, value, problem, cfg):
                 unique[c.program] = c
         candidates = list(unique.values())
     with stats.phase("value"):
-        finals = [v[-1] for v in value.values([prompt + c.tokens for c in candidates])]
+        finals = value.final_values(prompt, [c.tokens for c in candidates])
     for c, v in zip(candidates, finals):
         c.value = v
     # Stable sort: among equal values the earlier sample wins.

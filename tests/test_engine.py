@@ -46,6 +46,9 @@ class ScriptedValue:
     def scorer(self):
         return ScriptedScorer(self)
 
+    def final_values(self, prefix, continuations):
+        return [v[-1] for v in self.values([list(prefix) + list(c) for c in continuations])]
+
     def values(self, sequences):
         self.calls += 1
         self.tokens_scored += sum(len(s) for s in sequences)

@@ -87,6 +87,14 @@ def test_incremental_scoring_equals_full_forward(vm):
     assert max(abs(a - b) for a, b in zip(both[1], vm.values([short])[0])) < 1e-5
 
 
+def test_final_values_from_shared_prefix_equal_full_scoring(vm):
+    prefix = [5 + (i * 7) % 300 for i in range(12)]
+    conts = [[9, 10, 11], [40] * 9, [77]]
+    shared = vm.final_values(prefix, conts)
+    full = [v[-1] for v in vm.values([prefix + c for c in conts])]
+    assert max(abs(a - b) for a, b in zip(shared, full)) < 1e-5
+
+
 def test_loss_ignores_prompt_context_and_padding(vm):
     rows = _rows(2)
     feats = make_features(rows, vm.tokenizer, "match", "x", 2048)

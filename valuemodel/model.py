@@ -153,6 +153,28 @@ class ValueModel:
         v = torch.sigmoid(logits)
         return [v[i, :len(s)].tolist() for i, s in enumerate(sequences)]
 
+    @torch.inference_mode()
+    def final_values(self, prefix, continuations):
+        """The value at the last token of prefix + c for each continuation c: the shared prefix is
+        run once and every continuation reads its KV cache, all in one batch (right padding)."""
+        from transformers import DynamicCache
+        prefix, continuations = list(prefix), [list(c) for c in continuations]
+        if not prefix or not all(continuations):
+            return [v[-1] for v in self.values([prefix + c for c in continuations])]
+        pad = self.tokenizer.pad_token_id
+        cache = DynamicCache()
+        self.model.base_model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache,
+                              use_cache=True)
+        k, longest = len(continuations), max(len(c) for c in continuations)
+        cache.batch_repeat_interleave(k)
+        ids = torch.tensor([c + [pad] * (longest - len(c)) for c in continuations], device=self.device)
+        mask = torch.tensor([[1] * (len(prefix) + len(c)) + [0] * (longest - len(c)) for c in continuations],
+                            device=self.device)
+        out = self.model.base_model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        self.tokens_scored += len(prefix) + sum(len(c) for c in continuations)
+        last = out.last_hidden_state[torch.arange(k), torch.tensor([len(c) - 1 for c in continuations])]
+        return self._head(last).tolist()
+
     def scorer(self):
         return IncrementalScorer(self)
 

@@ -108,6 +108,8 @@ def train(vm, data_path, out_dir, cfg=TrainConfig(), eval_path=None, resume=Fals
     args = TrainingArguments(
         output_dir=os.path.join(out_dir, "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        # Similar lengths in one batch: far less padding to push through the frozen layers.
+        train_sampling_strategy="group_by_length",
         optim="adamw_torch", weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,  # = Adam
         lr_scheduler_type="constant", warmup_steps=0, seed=cfg.seed, bf16=cfg.bf16,
         **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
