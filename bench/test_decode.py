@@ -2,8 +2,9 @@
 - best_of_k against plain sampling of the same k programs (the value model's overhead; target <= 15%);
 - tree search against best_of_k at equal k: policy tokens generated, and tokens saved by aborts.
 
-The value model is `FORKCODE_BENCH_VALUE` (a checkpoint directory) or, by default, an untrained
-value head on SmolLM2: its cost is the same whatever its weights (the tree's aborts are not)."""
+The value model is `FORKCODE_BENCH_VALUE` (a checkpoint directory), else the shipped default
+(valuemodel/default), else an untrained head on SmolLM2: the cost is the same whatever the weights
+(the tree's aborts are not)."""
 
 import os
 import time
@@ -23,7 +24,8 @@ K = 8
 def models():
     from engine.policy import HFPolicy
     from valuemodel.model import ValueModel
-    path = os.environ.get("FORKCODE_BENCH_VALUE")
+    from engine.cli import DEFAULT_VALUE
+    path = os.environ.get("FORKCODE_BENCH_VALUE") or (DEFAULT_VALUE if os.path.isdir(DEFAULT_VALUE) else None)
     value = ValueModel.load(path) if path else ValueModel.from_base("smollm2", last_layers=2)
     return HFPolicy(), value, load_problem(EXAMPLE)
 

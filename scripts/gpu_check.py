@@ -5,7 +5,8 @@
 Checks, each printed as PASS/FAIL with its numbers: fork sampling from one KV cache equals
 recomputing (fp32 and bf16 on CUDA), teacher forcing agrees with sampling log-probs, the
 incremental value scorer equals the full forward, a bf16 training step trains only the head and
-last layers, and batched fork throughput on a mid-size random model.
+last layers, best_of_k / beam / tree run on CUDA in bf16, and batched fork throughput on a
+mid-size random model.
 """
 
 import json
@@ -84,6 +85,33 @@ def main():
     wrong = [n for n, p in vm.model.named_parameters() if (not torch.equal(before[n], p.detach())) != (n in trained)]
     check("bf16 training on cuda trains only head + last layers", not wrong and result.training_loss == result.training_loss,
           loss=result.training_loss, steps=result.global_step, wrongly_changed=wrong[:3])
+
+    # The decoding strategies end to end on CUDA in bf16 (policy and value on the GPU).
+    from engine.beam import beam
+    from engine.best_of_k import best_of_k
+    from engine.result import DecodeConfig
+    from engine.tree import TreeParams, tree
+    from judge import Problem
+    problem = Problem(id="p", question="Print the sum of two integers.", kind="stdio", inputs=["1 2\n"], outputs=["3\n"])
+    policy = HFPolicy(tiny, dtype="bfloat16", device="cuda")
+    vm = ValueModel.from_base(tiny, last_layers=2, dtype="bfloat16", device="cuda")
+    prefix, conts = seq[:50], [seq[50:60], seq[60:90], seq[90:91]]
+    shared = vm.final_values(prefix, conts)
+    full = [v[-1] for v in vm.values([prefix + c for c in conts])]
+    check("shared-prefix final values == full scoring (bf16, cuda)", max(abs(a - b) for a, b in zip(shared, full)) < 2e-2,
+          max_diff=max(abs(a - b) for a, b in zip(shared, full)))
+    cfg = DecodeConfig(k=6, max_new_tokens=48, seed=0, dedupe=False, beam_width=2, expansions=3, step="8",
+                       token_budget=200)
+    r = best_of_k(policy, vm, problem, cfg)
+    check("best_of_k on cuda bf16 picks the highest value", r.value == max(c.value for c in r.candidates)
+          and len(r.candidates) == 6, policy_tokens=r.stats["policy_tokens"])
+    r = beam(policy, vm, problem, cfg)
+    check("beam on cuda bf16 keeps <= B beams and the budget", r.stats["policy_tokens"] <= 200
+          and all(len(t["kept"]) <= 2 for t in r.stats["trace"]), policy_tokens=r.stats["policy_tokens"],
+          steps=r.stats["steps"])
+    r = tree(policy, vm, problem, cfg, TreeParams(branch_prob=0.5, max_branches=4, abort_value=1.1, patience=4))
+    check("tree on cuda bf16 branches and aborts", r.stats["branches"] >= 1 and r.stats["aborted"] >= 1,
+          branches=r.stats["branches"], aborted=r.stats["aborted"], tokens_saved=r.stats["tokens_saved"])
 
     # Throughput of batched forks on a mid-size random model (about SmolLM2's size).
     from transformers import AutoTokenizer, Phi3Config, Phi3ForCausalLM
