@@ -21,7 +21,7 @@ def fail(message):
 def cmd_build(args):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from engine.policy import HFPolicy
+    from engine.policy import load_policy
     cfg = TreeConfig(forks=args.forks, per_fork=args.per_fork, trunk=args.trunk, retries=args.retries,
                      min_spacing=args.min_spacing, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
@@ -32,7 +32,8 @@ def cmd_build(args):
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "policy": args.policy, "config": vars(cfg)})
-    policy = HFPolicy(args.policy, dtype=args.dtype, device=args.device)
+    policy = load_policy(args.policy, args.backend, dtype=args.dtype, device=args.device,
+                         **({"tensor_parallel_size": args.tensor_parallel_size} if args.backend == "vllm" else {}))
     totals = {"rollouts": 0, "passed": 0, "tokens": 0, "seconds": 0.0}
 
     def info():
@@ -143,6 +144,9 @@ def main(argv=None):
     b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
     b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
     b.add_argument("--device", default="auto")
+    b.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                    help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
+    b.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
     s.add_argument("dir")

@@ -29,20 +29,23 @@ def strategy_fn(name):
     return lambda policy, value, problem, cfg: tree(policy, value, problem, cfg, strategy_fn.tree_params)
 
 
-def load_models(args):
-    from engine.policy import HFPolicy, ModelError, vocab_fingerprint
-    policy = HFPolicy(args.policy, dtype=args.dtype, device=args.device)
+def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", device="auto", needs_value=False,
+                tensor_parallel_size=1, strategy="decode"):
+    """The policy and the value model (the given one, else the shipped default), checked to share a tokenizer."""
+    from engine.policy import ModelError, load_policy, vocab_fingerprint
+    policy = load_policy(policy_spec, backend, dtype=dtype, device=device,
+                         **({"tensor_parallel_size": tensor_parallel_size} if backend == "vllm" else {}))
     value = None
-    path = args.value or (DEFAULT_VALUE if os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json")) else None)
-    if args.strategy in NEEDS_VALUE and path is None:
-        raise ModelError(f"{args.strategy} needs a value model: pass --value DIR "
+    path = value_dir or (DEFAULT_VALUE if os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json")) else None)
+    if needs_value and path is None:
+        raise ModelError(f"{strategy} needs a value model: pass --value DIR "
                          "(train one with `valuemodel train`; no default value model is installed)")
     if path is not None:
         from valuemodel.model import ValueModel
-        value = ValueModel.load(path, dtype=args.dtype, device=args.device)
+        value = ValueModel.load(path, dtype=dtype, device=device)
         if vocab_fingerprint(value.tokenizer) != vocab_fingerprint(policy.tokenizer):
             raise ModelError(f"value model {path} (base {value.base}) does not share the policy's tokenizer "
-                             f"({args.policy}): its values would be read off the wrong tokens")
+                             f"({policy_spec}): its values would be read off the wrong tokens")
     return policy, value
 
 
@@ -82,14 +85,11 @@ def cmd_decode(args):
             problems = [problems[args.index]]
         elif args.limit:
             problems = problems[: args.limit]
-    cfg = DecodeConfig(strategy=args.strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                       max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
-                       expansions=args.expansions, step=args.step, token_budget=args.token_budget)
-    from engine.tree import TreeParams
-    strategy_fn.tree_params = TreeParams(branch_prob=args.branch_prob, max_branches=args.max_branches,
-                                         abort_value=args.abort_value, patience=args.patience, warmup=args.warmup)
+    cfg = config_from_args(args, args.strategy)
     run = strategy_fn(args.strategy)
-    policy, value = load_models(args)
+    policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
+                                needs_value=args.strategy in NEEDS_VALUE, strategy=args.strategy,
+                                tensor_parallel_size=args.tensor_parallel_size)
     console = Console(stderr=args.json)
     rows, start = [], time.perf_counter()
     with Progress(console=console, transient=True, disable=len(problems) == 1 or not console.is_terminal) as bar:
@@ -121,15 +121,8 @@ def cmd_decode(args):
                           f"{summary['policy_tokens']}, value tokens {summary['value_tokens']}, {summary['seconds']} s")
 
 
-def main(argv=None):
-    parser = OneLineParser(prog="decode", description=__doc__)
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--problem", help="problem JSON (APPS row, HumanEval or MBPP row) or APPS problem directory")
-    src.add_argument("--dataset", help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
-    pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--index", type=int, help="only the problem at this index of the dataset")
-    pick.add_argument("--limit", type=int, default=0, help="only the first N problems of the dataset")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="best_of_k")
+def add_model_and_search_options(parser):
+    """The model, sampling and search options shared by `decode` and `bench quality`."""
     parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--value", default=None, help="value checkpoint directory (default: the shipped one, if any)")
     parser.add_argument("--k", type=int, default=8, help="best_of_k: samples (default 8)")
@@ -146,10 +139,34 @@ def main(argv=None):
     parser.add_argument("--abort-value", type=float, default=0.2, help="tree: abort below this value")
     parser.add_argument("--patience", type=int, default=8, help="tree: for this many consecutive tokens")
     parser.add_argument("--warmup", type=float, default=0.5, help="tree: after this fraction of the first rollout's length")
-    parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
     parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+
+
+def config_from_args(args, strategy):
+    from engine.tree import TreeParams
+    strategy_fn.tree_params = TreeParams(branch_prob=args.branch_prob, max_branches=args.max_branches,
+                                         abort_value=args.abort_value, patience=args.patience, warmup=args.warmup)
+    return DecodeConfig(strategy=strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
+                        expansions=args.expansions, step=args.step, token_budget=args.token_budget)
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="decode", description=__doc__)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--problem", help="problem JSON (APPS row, HumanEval or MBPP row) or APPS problem directory")
+    src.add_argument("--dataset", help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--index", type=int, help="only the problem at this index of the dataset")
+    pick.add_argument("--limit", type=int, default=0, help="only the first N problems of the dataset")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="best_of_k")
+    add_model_and_search_options(parser)
+    parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
     args = parser.parse_args(argv)
     if args.step != "line" and not args.step.isdigit():

@@ -139,6 +139,7 @@ class SamplingParams:
     # stop_fn(prefix_tokens, new_tokens) -> bool ends a completion; checked only after tokens
     # that contain a backtick (the end of a code fence), so it may be costly.
     stop_fn: object = None
+    ignore_eos: bool = False   # generate max_new_tokens whatever happens (benchmarks)
 
 
 @dataclass
@@ -182,18 +183,25 @@ class Policy(Protocol):
     def sample_with_state(self, prefix: list, params: SamplingParams, n: int = 1) -> list: ...
 
 
-class HFPolicy:
-    """`Policy` on a transformers causal LM."""
+BACKENDS = ("hf", "vllm")
 
-    def __init__(self, spec=DEFAULT_POLICY, dtype="auto", device="auto", model=None, tokenizer=None):
-        if model is None:
-            model, tokenizer = load_causal_lm(spec, dtype, device)
-        self.name = spec or DEFAULT_POLICY
-        self.model, self.tokenizer = model, tokenizer
-        self.device = next(model.parameters()).device
-        self.stats = PolicyStats()
-        eos = model.generation_config.eos_token_id if model.generation_config else None
-        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+
+def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", **engine_args):
+    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (engine/vllm_policy.py)."""
+    if backend == "hf":
+        return HFPolicy(spec, dtype=dtype, device=device)
+    if backend == "vllm":
+        from engine.vllm_policy import VLLMPolicy
+        return VLLMPolicy(spec, dtype=dtype, device=device, **engine_args)
+    raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+
+
+class TokenizerOps:
+    """What every backend shares: prompts through the chat template, decoding, stop checks."""
+
+    def _init_tokenizer(self, tokenizer, generation_eos=None):
+        self.tokenizer = tokenizer
+        eos = generation_eos if isinstance(generation_eos, list) else [generation_eos] if generation_eos is not None else []
         if tokenizer.eos_token_id is not None:
             eos.append(tokenizer.eos_token_id)
         self.eos_ids = sorted(set(eos))
@@ -208,6 +216,30 @@ class HFPolicy:
 
     def decode(self, tokens):
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    @property
+    def backtick_ids(self):
+        if not hasattr(self, "_backtick_ids"):
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._backtick_ids = {i for i, t in enumerate(vocab) if t and "`" in t}
+        return self._backtick_ids
+
+    def _hit_stop(self, toks, stops):
+        tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+
+class HFPolicy(TokenizerOps):
+    """`Policy` on a transformers causal LM."""
+
+    def __init__(self, spec=DEFAULT_POLICY, dtype="auto", device="auto", model=None, tokenizer=None):
+        if model is None:
+            model, tokenizer = load_causal_lm(spec, dtype, device)
+        self.name = spec or DEFAULT_POLICY
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.stats = PolicyStats()
+        self._init_tokenizer(tokenizer, model.generation_config.eos_token_id if model.generation_config else None)
 
     # -- forward passes ----------------------------------------------------------------------
 
@@ -338,7 +370,7 @@ class HFPolicy:
             for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp)):
                 tokens[i].append(tok)
                 logprobs[i].append(lp)
-                if tok in self.eos_ids:
+                if tok in self.eos_ids and not params.ignore_eos:
                     finish[i] = "eos"
                 elif params.stop and self._hit_stop(tokens[i], params.stop):
                     finish[i] = "stop"
@@ -364,17 +396,6 @@ class HFPolicy:
         completions = [Completion(t, lp, self.decode(t), f) for t, lp, f in zip(tokens, logprobs, finish)]
         groups = [completions[i * k:(i + 1) * k] for i in range(len(prefixes))]
         return (groups, cache) if keep_cache else groups
-
-    @property
-    def backtick_ids(self):
-        if not hasattr(self, "_backtick_ids"):
-            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-            self._backtick_ids = {i for i, t in enumerate(vocab) if t and "`" in t}
-        return self._backtick_ids
-
-    def _hit_stop(self, toks, stops):
-        tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
-        return any(s in tail for s in stops)
 
     @staticmethod
     def _pick(logits, params, generator):

@@ -190,3 +190,30 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
                 "--strategy", "best_of_k")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "does not share the policy's tokenizer" in r.stderr
+
+
+def test_vllm_backend_without_vllm_is_one_clear_error():
+    import importlib.util
+    from engine.policy import ModelError, load_policy
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: tests/test_vllm.py covers the backend")
+    with pytest.raises(ModelError, match=r"pip install 'forkcode\[vllm\]'"):
+        load_policy("smollm2", "vllm")
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_policy("smollm2", "tgi")
+
+
+def test_readme_main_job_uses_the_shipped_value_model():
+    """The README's first command: best_of_k on the bundled example with no model flags (here with
+    a small k and token cap) picks the shipped default value model, on the default policy."""
+    from engine.cli import DEFAULT_VALUE
+    from valuemodel.model import DELTA_CONFIG
+    with open(f"{DEFAULT_VALUE}/{DELTA_CONFIG}") as f:
+        shipped = json.load(f)
+    assert shipped["base"] == "smollm2"
+    r = _decode("--problem", "examples/two_sum_stdio.json", "--strategy", "best_of_k", "--k", "2",
+                "--max-new-tokens", "24", "--judge", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.splitlines()[0])
+    assert out["strategy"] == "best_of_k" and 0.0 <= out["value"] <= 1.0
+    assert out["stats"]["value_tokens"] > 0 and out["verdict"]["total"] == 4
