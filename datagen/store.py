@@ -12,9 +12,11 @@ TREES = "trees.jsonl"
 
 
 class TreeStore:
-    def __init__(self, out_dir):
+    """One JSONL file of rows keyed by `problem_id` (trees here; bench uses it for decode rows)."""
+
+    def __init__(self, out_dir, name=TREES):
         self.dir = out_dir
-        self.path = os.path.join(out_dir, TREES)
+        self.path = os.path.join(out_dir, name)
         os.makedirs(out_dir, exist_ok=True)
         self._repair()
 

@@ -47,7 +47,7 @@ def selection(groups, ks=(1, 3)):
             if not items:
                 continue
             kk = min(k, len(items))
-            picked.append(_top_k_pass(items, kk))
+            picked.append(top_k_pass(items, kk))
             rand.append(random_pass_at_k(len(items), sum(y for _, y in items), kk))
         p, r = sum(picked) / len(picked), sum(rand) / len(rand)
         out[f"pass@{k}"] = {"value_picked": p, "random_pick": r,
@@ -55,7 +55,7 @@ def selection(groups, ks=(1, 3)):
     return out
 
 
-def _top_k_pass(items, k):
+def top_k_pass(items, k):
     ranked = sorted(items, key=lambda vy: -vy[0])
     cut = ranked[k - 1][0]
     above = [y for v, y in ranked if v > cut]

@@ -1,0 +1,110 @@
+"""`bench`: the quality report (pytest-benchmark runs the speed benchmarks: see bench/conftest.py).
+
+  bench quality --dataset humaneval --policy MODEL [--value DIR] --out DIR [--limit N]
+      run greedy, best_of_k (all k samples judged), beam and tree on every problem, then report
+  bench report DIR
+      rewrite DIR's report.md, summary.json and pass_vs_tokens.png from its runs
+"""
+
+import json
+import os
+
+from judge.cli import OneLineParser, dispatch
+from judge.problems import ProblemError, load_dataset
+from judge.sandbox import SandboxError
+
+from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
+
+
+def _settings(args):
+    decode = {k: getattr(args, k) for k in ("k", "temperature", "top_p", "max_new_tokens", "seed", "beam_width",
+                                            "expansions", "step", "token_budget", "branch_prob", "max_branches",
+                                            "abort_value", "patience", "warmup")}
+    return {"dataset": args.dataset, "limit": args.limit, "policy": args.policy, "value": args.value or "default (shipped)",
+            "backend": args.backend, "dtype": args.dtype, "timeout": args.timeout, "decode": decode}
+
+
+def cmd_quality(args):
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from datagen.store import write_json_atomic
+    from engine.cli import NEEDS_VALUE, config_from_args, load_models, strategy_fn
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise ValueError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    problems = [p for p in load_dataset(args.dataset) if p.num_tests]
+    if args.limit:
+        problems = problems[: args.limit]
+    if not problems:
+        raise ProblemError(f"{args.dataset} has no problems with tests")
+    os.makedirs(args.out, exist_ok=True)
+    settings, path = _settings(args), os.path.join(args.out, SETTINGS)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in settings.items() if k != "limit"}:
+            raise ValueError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
+    write_json_atomic(path, settings)
+    policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
+                                needs_value=any(s in NEEDS_VALUE for s in strategies), strategy="bench quality",
+                                tensor_parallel_size=args.tensor_parallel_size)
+    console = Console(stderr=True)
+    with Progress(console=console, disable=not console.is_terminal) as bar:
+        for strategy in strategies:
+            task = bar.add_task(strategy, total=len(problems))
+            run_strategy(policy, value, problems, strategy, strategy_fn(strategy), config_from_args(args, strategy),
+                         args.out, timeout=args.timeout, progress=lambda: bar.advance(task))
+            console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
+    report(args.out, console, args.json)
+
+
+def report(out_dir, console, as_json):
+    summary = write_report(out_dir)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for name, r in summary["strategies"].items():
+        console.print(f"{name:10s} pass@1 {r['pass@1']:.1%} ({r['problems']} problems), "
+                      f"policy tokens {r['policy_tokens']:.0f}, value tokens {r['value_tokens']:.0f} per problem")
+    sel = summary["best_of_k_selection"]
+    if sel and sel["pass@1"]["relative_gain"] is not None:
+        s = sel["pass@1"]
+        console.print(f"best_of_k value-picked pass@1 {s['value_picked']:.1%} vs random pick {s['random_pick']:.1%} "
+                      f"({s['relative_gain']:+.1%} relative)")
+    console.print(f"report: {os.path.join(out_dir, 'report.md')}"
+                  + ("" if summary["plot"] else " (no plot: pip install matplotlib)"))
+
+
+def cmd_report(args):
+    from rich.console import Console
+    if not os.path.exists(os.path.join(args.dir, SETTINGS)):
+        raise ValueError(f"{args.dir} is not a `bench quality` directory (no {SETTINGS})")
+    report(args.dir, Console(stderr=True), args.json)
+
+
+def main(argv=None):
+    from engine.cli import add_model_and_search_options
+    parser = OneLineParser(prog="bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quality", help="every strategy on a dataset, judged, with a report")
+    q.add_argument("--dataset", default="humaneval", help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
+    q.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    q.add_argument("--out", required=True, help="report directory (runs resume from it)")
+    q.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, from " + ", ".join(STRATEGIES))
+    add_model_and_search_options(q)
+    q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")
+    r.add_argument("dir")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    if args.command == "quality" and args.step != "line" and not args.step.isdigit():
+        parser.error("--step must be 'line' or a number of tokens")
+    from engine.policy import ModelError
+    dispatch("bench", {"quality": cmd_quality, "report": cmd_report}, args,
+             (ProblemError, SandboxError, ModelError, ValueError))
+
+
+if __name__ == "__main__":
+    main()
