@@ -8,6 +8,7 @@
 
 import json
 import os
+from dataclasses import asdict, replace
 
 from judge.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset
@@ -16,10 +17,8 @@ from judge.sandbox import SandboxError
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
 
 
-def _settings(args):
-    decode = {k: getattr(args, k) for k in ("k", "temperature", "top_p", "max_new_tokens", "seed", "beam_width",
-                                            "expansions", "step", "token_budget", "branch_prob", "max_branches",
-                                            "abort_value", "patience", "warmup")}
+def _settings(args, cfg, tree_params):
+    decode = {k: v for k, v in {**asdict(cfg), **asdict(tree_params)}.items() if k != "strategy"}
     return {"dataset": args.dataset, "limit": args.limit, "policy": args.policy, "value": args.value or "default (shipped)",
             "backend": args.backend, "dtype": args.dtype, "timeout": args.timeout, "decode": decode}
 
@@ -40,7 +39,9 @@ def cmd_quality(args):
     if not problems:
         raise ProblemError(f"{args.dataset} has no problems with tests")
     os.makedirs(args.out, exist_ok=True)
-    settings, path = _settings(args), os.path.join(args.out, SETTINGS)
+    cfg = config_from_args(args, strategies[0])
+    settings = _settings(args, cfg, strategy_fn.tree_params)
+    path = os.path.join(args.out, SETTINGS)
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
@@ -54,7 +55,7 @@ def cmd_quality(args):
     with Progress(console=console, disable=not console.is_terminal) as bar:
         for strategy in strategies:
             task = bar.add_task(strategy, total=len(problems))
-            run_strategy(policy, value, problems, strategy, strategy_fn(strategy), config_from_args(args, strategy),
+            run_strategy(policy, value, problems, strategy, strategy_fn(strategy), replace(cfg, strategy=strategy),
                          args.out, timeout=args.timeout, progress=lambda: bar.advance(task))
             console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
     report(args.out, console, args.json)
@@ -99,8 +100,6 @@ def main(argv=None):
     r.add_argument("dir")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
-    if args.command == "quality" and args.step != "line" and not args.step.isdigit():
-        parser.error("--step must be 'line' or a number of tokens")
     from engine.policy import ModelError
     dispatch("bench", {"quality": cmd_quality, "report": cmd_report}, args,
              (ProblemError, SandboxError, ModelError, ValueError))

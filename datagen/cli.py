@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datagen.export import export, tree_stats
 from datagen.store import TreeStore, write_json_atomic
 from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
+from engine.cli import add_backend_options
 from judge.cli import OneLineParser, die, dispatch
 from judge.problems import ProblemError, load_dataset
 from judge.sandbox import SandboxError
@@ -33,7 +34,7 @@ def cmd_build(args):
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "policy": args.policy, "config": vars(cfg)})
     policy = load_policy(args.policy, args.backend, dtype=args.dtype, device=args.device,
-                         **({"tensor_parallel_size": args.tensor_parallel_size} if args.backend == "vllm" else {}))
+                         tensor_parallel_size=args.tensor_parallel_size)
     totals = {"rollouts": 0, "passed": 0, "tokens": 0, "seconds": 0.0}
 
     def info():
@@ -144,9 +145,7 @@ def main(argv=None):
     b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
     b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
     b.add_argument("--device", default="auto")
-    b.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                    help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
-    b.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+    add_backend_options(b)
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
     s.add_argument("dir")

@@ -1,5 +1,6 @@
 """`decode`: generate a program for a problem (or each problem of a dataset) with a strategy."""
 
+import argparse
 import json
 import os
 import time
@@ -33,8 +34,7 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
                 tensor_parallel_size=1, strategy="decode"):
     """The policy and the value model (the given one, else the shipped default), checked to share a tokenizer."""
     from engine.policy import ModelError, load_policy, vocab_fingerprint
-    policy = load_policy(policy_spec, backend, dtype=dtype, device=device,
-                         **({"tensor_parallel_size": tensor_parallel_size} if backend == "vllm" else {}))
+    policy = load_policy(policy_spec, backend, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
     value = None
     path = value_dir or (DEFAULT_VALUE if os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json")) else None)
     if needs_value and path is None:
@@ -121,6 +121,21 @@ def cmd_decode(args):
                           f"{summary['policy_tokens']}, value tokens {summary['value_tokens']}, {summary['seconds']} s")
 
 
+def _step(text):
+    if text != "line" and not text.isdigit():
+        raise argparse.ArgumentTypeError("must be 'line' or a number of tokens")
+    return text
+
+
+def add_backend_options(parser):
+    """--backend and --tensor-parallel-size, for every command that generates (decode, datagen
+    build, bench quality). The choices are engine.policy.BACKENDS, spelt here so that --help does
+    not import torch."""
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+
+
 def add_model_and_search_options(parser):
     """The model, sampling and search options shared by `decode` and `bench quality`."""
     parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
@@ -132,7 +147,7 @@ def add_model_and_search_options(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--beam-width", type=int, default=3, help="beam: B")
     parser.add_argument("--expansions", type=int, default=3, help="beam: E continuations per beam and step")
-    parser.add_argument("--step", default="line", help="beam: 'line' or a number of tokens per step")
+    parser.add_argument("--step", default="line", type=_step, help="beam: 'line' or a number of tokens per step")
     parser.add_argument("--token-budget", type=int, default=4096, help="beam: policy tokens in all")
     parser.add_argument("--branch-prob", type=float, default=0.1, help="tree: fork at tokens less likely than this")
     parser.add_argument("--max-branches", type=int, default=7, help="tree: rollouts besides the first")
@@ -142,9 +157,7 @@ def add_model_and_search_options(parser):
     parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                        help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+    add_backend_options(parser)
 
 
 def config_from_args(args, strategy):
@@ -169,8 +182,6 @@ def main(argv=None):
     parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
     args = parser.parse_args(argv)
-    if args.step != "line" and not args.step.isdigit():
-        parser.error("--step must be 'line' or a number of tokens")
     args.command = "decode"
     from engine.policy import ModelError
     dispatch("decode", {"decode": cmd_decode}, args, (ProblemError, SandboxError, ModelError, ValueError))

@@ -186,13 +186,15 @@ class Policy(Protocol):
 BACKENDS = ("hf", "vllm")
 
 
-def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", **engine_args):
-    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (engine/vllm_policy.py)."""
+def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", tensor_parallel_size=1,
+                **engine_args):
+    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (engine/vllm_policy.py).
+    tensor_parallel_size and engine_args are vLLM's; the transformers backend runs on one device."""
     if backend == "hf":
         return HFPolicy(spec, dtype=dtype, device=device)
     if backend == "vllm":
         from engine.vllm_policy import VLLMPolicy
-        return VLLMPolicy(spec, dtype=dtype, device=device, **engine_args)
+        return VLLMPolicy(spec, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, **engine_args)
     raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
 
 
