@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, replace
 
 from judge.cli import OneLineParser, dispatch
-from judge.problems import ProblemError, load_dataset
+from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 from judge.sandbox import SandboxError
 
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
@@ -19,7 +19,8 @@ from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
 
 def _settings(args, cfg, tree_params):
     decode = {k: v for k, v in {**asdict(cfg), **asdict(tree_params)}.items() if k != "strategy"}
-    return {"dataset": args.dataset, "limit": args.limit, "policy": args.policy, "value": args.value or "default (shipped)",
+    return {"dataset": args.dataset, "split": args.split, "limit": args.limit, "policy": args.policy,
+            "value": args.value or "default (shipped)",
             "backend": args.backend, "dtype": args.dtype, "timeout": args.timeout, "decode": decode}
 
 
@@ -33,7 +34,7 @@ def cmd_quality(args):
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise ValueError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
-    problems = [p for p in load_dataset(args.dataset) if p.num_tests]
+    problems = [p for p in select_mbpp_splits(load_dataset(args.dataset), args.split) if p.num_tests]
     if args.limit:
         problems = problems[: args.limit]
     if not problems:
@@ -45,8 +46,13 @@ def cmd_quality(args):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in settings.items() if k != "limit"}:
+        free = ("limit", "value")  # the value model only matters to the runs it ranked or guided
+        if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in settings.items() if k not in free}:
             raise ValueError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
+        guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
+        if old.get("value") != settings["value"] and guided:
+            raise ValueError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
+                             "use a new --out (its runs/sample.jsonl can be copied there and reused)")
     write_json_atomic(path, settings)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
                                 needs_value=any(s in NEEDS_VALUE for s in strategies), strategy="bench quality",
@@ -56,7 +62,7 @@ def cmd_quality(args):
         for strategy in strategies:
             task = bar.add_task(strategy, total=len(problems))
             run_strategy(policy, value, problems, strategy, strategy_fn(strategy), replace(cfg, strategy=strategy),
-                         args.out, timeout=args.timeout, progress=lambda: bar.advance(task))
+                         args.out, timeout=args.timeout, progress=lambda: bar.advance(task), max_rows=args.batch_rows)
             console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
     report(args.out, console, args.json)
 
@@ -91,9 +97,12 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quality", help="every strategy on a dataset, judged, with a report")
     q.add_argument("--dataset", default="humaneval", help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
+    q.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. validation, or -validation for all others)")
     q.add_argument("--limit", type=int, default=0, help="only the first N problems")
     q.add_argument("--out", required=True, help="report directory (runs resume from it)")
-    q.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, from " + ", ".join(STRATEGIES))
+    q.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s != "sample"),
+                   help="comma-separated, from " + ", ".join(STRATEGIES) + " (sample: only best_of_k's judged samples, no value model)")
+    q.add_argument("--batch-rows", type=int, default=32, help="sample/best_of_k: rows in one batch, from several problems (default 32)")
     add_model_and_search_options(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")

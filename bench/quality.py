@@ -1,8 +1,11 @@
 """The quality report: every strategy on one dataset, everything judged, written to a directory.
 
-`bench quality` decodes each problem with greedy, best_of_k, beam and tree (the `sample` row is
-read off best_of_k's k samples, which are all judged: pass@1 of one sample, pass@k, and the exact
-random-pick expectation the value-picked program is compared against, over the same samples).
+`bench quality` decodes each problem with greedy, best_of_k, beam and tree. best_of_k runs in two
+resumable steps: `sample` draws its k programs and judges them all (runs/sample.jsonl keeps their
+tokens and mean log-probs), then the value model scores those same programs and picks one
+(runs/best_of_k.jsonl) -- exactly engine.best_of_k's choice, so sampling (the long part) needs no
+value model and other rankers can be compared on the very same samples: the policy's mean token
+log-prob, the exact random-pick expectation, and the oracle (pass@k).
 Rows go to `runs/<strategy>.jsonl` as each problem finishes, so a killed run resumes where it
 stopped. `bench report DIR` (also run at the end) writes `summary.json`, `report.md` and
 `pass_vs_tokens.png`: pass@1 with a 95% interval, policy and value tokens and wall time per problem.
@@ -12,11 +15,12 @@ import json
 import math
 import os
 import random
+import time
 
 from datagen.store import TreeStore, write_json_atomic
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
-STRATEGIES = ("greedy", "best_of_k", "beam", "tree")
+STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 SETTINGS = "settings.json"
 
 
@@ -58,17 +62,98 @@ def judged_row(problem, result, verdicts):
                            for c, v in zip(result.candidates, verdicts)]}
 
 
-def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4.0, progress=None):
-    """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done."""
+def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
+    """best_of_k's k samples of each problem, all judged, with what any ranker needs to pick later;
+    yields one row per problem as it finishes. Several problems share one batch (up to max_rows
+    rows) where the policy can (HFPolicy.sample_many); each row's wall time is the time since the
+    previous row, so the rows add up to the run's wall time."""
+    from engine.best_of_k import candidate_params, to_candidate
+    from engine.policy import vocab_fingerprint
+    from engine.prompts import messages
     from judge import judge_many
-    store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl")
+    prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
+    requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+    if hasattr(policy, "sample_many"):
+        stream = policy.sample_many(requests, max_rows=max_rows)
+    else:
+        stream = ((i, policy.sample(prefix, n, params)) for i, (prefix, n, params) in enumerate(requests))
+    fingerprint = vocab_fingerprint(policy.tokenizer)
+    before, start = policy.stats.snapshot(), time.perf_counter()
+    for i, completions in stream:
+        now, seconds = policy.stats.snapshot(), time.perf_counter() - start
+        problem, prompt = problems[i], prompts[i]
+        cands = [to_candidate(problem, c) for c in completions]
+        verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
+        yield {"problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
+               "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+               "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
+                         "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
+                         "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
+               "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
+                               "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
+                               "verdict": v.verdict, "value": None, "weight": 1}
+                              for c, v in zip(cands, verdicts)]}
+        before, start = policy.stats.snapshot(), time.perf_counter()
+
+
+def rank_samples(value, row):
+    """best_of_k on stored samples: identical programs are scored once (their weight counts the
+    copies), every distinct one gets the value model's value at its last token, the highest wins
+    (ties: the earlier sample), as engine.best_of_k does. Cost = the samples' plus the value pass."""
+    unique = {}
+    for c in row["candidates"]:
+        if c["program"] in unique:
+            unique[c["program"]]["weight"] += 1
+        else:
+            unique[c["program"]] = {**c, "weight": 1}
+    cands = list(unique.values())
+    before, start = value.tokens_scored, time.perf_counter()
+    finals = value.final_values(row["prompt_tokens"], [c["tokens"] for c in cands])
+    seconds = time.perf_counter() - start
+    ranked = sorted(zip(cands, finals), key=lambda cv: -cv[1])
+    best, best_value = ranked[0]
+    wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
+    wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)
+    stats = {**row["stats"], "value_tokens": value.tokens_scored - before, "wall_s": wall,
+             "unique_programs": len(cands)}
+    return {"problem_id": row["problem_id"], "strategy": "best_of_k", "passed": best["passed"],
+            "verdict": best["verdict"], "value": best_value, "stats": stats,
+            "candidates": [{"value": v, "passed": c["passed"], "verdict": c["verdict"], "weight": c["weight"],
+                            "tokens": len(c["tokens"]), "finish": c["finish"], "mean_logprob": c["mean_logprob"]}
+                           for c, v in ranked]}
+
+
+def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):
+    """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done.
+    sample and best_of_k share runs/sample.jsonl: best_of_k ranks stored samples, sampling only
+    the problems that have none yet (many problems in one batch)."""
+    from judge import judge_many
+    runs = os.path.join(out_dir, "runs")
+    store = TreeStore(runs, f"{strategy}.jsonl")
     done = store.done_ids()
+    if strategy in ("sample", "best_of_k"):
+        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl")
+        sampled = samples.done_ids()
+        todo = [p for p in problems if p.id not in sampled]
+        for row in sample_rows(policy, todo, cfg, timeout, max_rows):
+            samples.append(row)
+            if progress and strategy == "sample":
+                progress()
+        if strategy == "best_of_k":
+            rows = {r["problem_id"]: r for r in samples.trees()}
+            for problem in problems:
+                if problem.id not in done:
+                    store.append(rank_samples(value, rows[problem.id]))
+                if progress:
+                    progress()
+        elif progress:
+            for _ in range(len(problems) - len(todo)):
+                progress()
+        return store.trees()
     for problem in problems:
         if problem.id not in done:
             result = run(policy, value, problem, cfg)
-            # best_of_k judges all its samples (the random-pick baseline); others only the pick.
-            cands = result.candidates if strategy == "best_of_k" else \
-                [c for c in result.candidates if c.program == result.program][:1]
+            cands = [c for c in result.candidates if c.program == result.program][:1]
             result.candidates = cands
             verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
             store.append(judged_row(problem, result, verdicts))
@@ -97,13 +182,13 @@ def summarize(rows_by_strategy, k_report=3):
     table = {}
     for strategy in STRATEGIES:
         rows = rows_by_strategy.get(strategy)
-        if not rows:
+        if not rows or strategy == "sample":
             continue
         n, wins = len(rows), sum(r["passed"] for r in rows)
         table[strategy] = {"problems": n, "pass@1": wins / n, "ci95": wilson(wins, n),
                            **_per_problem_costs(rows)}
     selection = None
-    rows = rows_by_strategy.get("best_of_k") or []
+    rows = rows_by_strategy.get("sample") or rows_by_strategy.get("best_of_k") or []
     if rows:
         items = [_expanded(r) for r in rows]
         k = max(len(i) for i in items)
@@ -115,7 +200,11 @@ def summarize(rows_by_strategy, k_report=3):
                            f"pass@{k}": _mean(passk), f"pass@{k}_ci95": wilson(int(sum(passk)), len(rows)),
                            **_per_problem_costs(rows, divide=k)}
         table["sample"]["value_tokens"] = 0.0
-        selection = {"k": k}
+    rows = rows_by_strategy.get("best_of_k") or []
+    if rows:
+        items = [_expanded(r) for r in rows]
+        k = max(len(i) for i in items)
+        selection = {"k": k, "rankers": rankers(rows)}
         for m in sorted({1, min(k_report, k)}):
             picked = [top_k_pass(i, min(m, len(i))) for i in items]
             rand = [random_pass_at_k(len(i), sum(y for _, y in i), min(m, len(i))) for i in items]
@@ -130,6 +219,48 @@ def summarize(rows_by_strategy, k_report=3):
                                       "difference_ci95": bootstrap(pairs, lambda s: _mean([a - b for a, b in s])),
                                       "problems": len(pairs)}
     return {"strategies": table, "best_of_k_selection": selection}
+
+
+def rankers(best_of_k_rows):
+    """pass@1 of one program picked from the same k samples by each ranker, per problem: the value
+    model, the policy's mean token log-prob, a random pick (exact expectation) and the oracle (any
+    sample passes: pass@k). With each, its 95% bootstrap interval over problems, its gain relative
+    to the random pick and the share of the random-to-oracle gap it closes."""
+    per_problem = []
+    for r in best_of_k_rows:
+        samples = [c for c in r["candidates"] for _ in range(c["weight"])]
+        labels = [int(c["passed"]) for c in samples]
+        lp = [c.get("mean_logprob") for c in samples]
+        per_problem.append({
+            "value": top_k_pass([(c["value"], y) for c, y in zip(samples, labels)], 1),
+            "mean_logprob": None if None in lp and len(set(lp)) == 1 else
+            top_k_pass([(-math.inf if v is None else v, y) for v, y in zip(lp, labels)], 1),
+            "random": random_pass_at_k(len(labels), sum(labels), 1),
+            "oracle": float(any(labels))})
+    names = ["value", "mean_logprob", "random", "oracle"]
+    if any(p["mean_logprob"] is None for p in per_problem):
+        names.remove("mean_logprob")  # rows from before log-probs were stored
+
+    def gap(name):
+        def stat(sample):
+            rand, orac = _mean([p["random"] for p in sample]), _mean([p["oracle"] for p in sample])
+            return (_mean([p[name] for p in sample]) - rand) / (orac - rand) if orac > rand else None
+        return stat
+
+    def gain(name):
+        def stat(sample):
+            rand = _mean([p["random"] for p in sample])
+            return _mean([p[name] for p in sample]) / rand - 1 if rand else None
+        return stat
+
+    out = {}
+    for name in names:
+        mean = lambda s, n=name: _mean([p[n] for p in s])  # noqa: E731
+        out[name] = {"pass@1": mean(per_problem), "ci95": bootstrap(per_problem, mean),
+                     "relative_gain": gain(name)(per_problem), "relative_gain_ci95": bootstrap(per_problem, gain(name)),
+                     "gap_closed": gap(name)(per_problem), "gap_closed_ci95": bootstrap(per_problem, gap(name)),
+                     "problems": len(per_problem)}
+    return out
 
 
 def _pct(x):
@@ -168,7 +299,7 @@ def markdown(summary, settings):
                   "| metric | value-picked | random pick (exact expectation) | relative gain | gain 95% interval | difference 95% interval | problems |",
                   "|---|---|---|---|---|---|---|"]
         for key, s in sel.items():
-            if key == "k":
+            if key in ("k", "rankers"):
                 continue
             g = "-" if s["relative_gain"] is None else f"{100 * s['relative_gain']:+.1f}%"
             gi = s["relative_gain_ci95"]
@@ -178,6 +309,19 @@ def markdown(summary, settings):
             lines.append(f"| {key} | {_pct(s['value_picked'])} | {_pct(s['random_pick'])} | {g} | {gi} | {di} | {s['problems']} |")
         lines += ["", "A problem where no sample passes (or all do) gives the value model nothing to pick: "
                       "the gain comes only from problems with mixed samples."]
+        labels = {"value": "value model", "mean_logprob": "policy mean token log-prob", "random": "random pick (exact)",
+                  "oracle": f"oracle (pass@{sel['k']})"}
+        lines += ["", f"## Rankers over the same {sel['k']} samples", "",
+                  "| ranker | pass@1 | 95% interval | relative gain over random | gap closed (random -> oracle) | gap closed 95% interval |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in sel["rankers"].items():
+            g = "-" if s["relative_gain"] is None else f"{100 * s['relative_gain']:+.1f}%"
+            gc = "-" if s["gap_closed"] is None else f"{100 * s['gap_closed']:.0f}%"
+            gci = s["gap_closed_ci95"]
+            gci = "-" if gci[0] is None else f"[{100 * gci[0]:.0f}%, {100 * gci[1]:.0f}%]"
+            lines.append(f"| {labels[name]} | {_pct(s['pass@1'])} | {_ci(s['ci95'])} | {g} | {gc} | {gci} |")
+        lines += ["", "Gap closed = (ranker - random) / (oracle - random): 0% is a random pick, 100% always "
+                      "finds a passing sample when one exists. Intervals: bootstrap over problems."]
     return "\n".join(lines) + "\n"
 
 

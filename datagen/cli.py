@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datagen.export import export, tree_stats
 from datagen.store import TreeStore, write_json_atomic
 from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
-from engine.cli import add_backend_options
+from engine.cli import DTYPE_HELP, add_backend_options, add_prompt_option
 from judge.cli import OneLineParser, die, dispatch
-from judge.problems import ProblemError, load_dataset
+from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 from judge.sandbox import SandboxError
 
 
@@ -26,13 +26,13 @@ def cmd_build(args):
     cfg = TreeConfig(forks=args.forks, per_fork=args.per_fork, trunk=args.trunk, retries=args.retries,
                      min_spacing=args.min_spacing, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                     timeout=args.timeout, mode=args.mode)
-    problems = load_dataset(args.dataset)
+                     timeout=args.timeout, mode=args.mode, prompt=args.prompt)
+    problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
     store = TreeStore(args.out)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
-                      {"dataset": args.dataset, "policy": args.policy, "config": vars(cfg)})
+                      {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})
     policy = load_policy(args.policy, args.backend, dtype=args.dtype, device=args.device,
                          tensor_parallel_size=args.tensor_parallel_size)
     totals = {"rollouts": 0, "passed": 0, "tokens": 0, "seconds": 0.0}
@@ -79,7 +79,10 @@ def cmd_build(args):
 
 def cmd_stats(args):
     store = _existing_store(args.dir)
-    stats = tree_stats(store.trees())
+    trees = store.trees()
+    if trees and "trunk" not in trees[0]:
+        fail(f"{store.path} holds judged samples, not trees: `bench report {args.dir}` summarizes them")
+    stats = tree_stats(trees)
     if args.json:
         print(json.dumps(stats))
         return
@@ -118,9 +121,12 @@ def cmd_export(args):
 
 
 def _existing_store(path):
-    if not os.path.exists(os.path.join(path, "trees.jsonl")):
-        fail(f"no trees.jsonl in {path}: run `datagen build --out {path}` first")
-    return TreeStore(path)
+    """A datagen directory (trees.jsonl) or a `bench quality` directory (runs/sample.jsonl: judged samples)."""
+    if os.path.exists(os.path.join(path, "trees.jsonl")):
+        return TreeStore(path)
+    if os.path.exists(os.path.join(path, "runs", "sample.jsonl")):
+        return TreeStore(os.path.join(path, "runs"), "sample.jsonl")
+    fail(f"no trees.jsonl (or runs/sample.jsonl) in {path}: run `datagen build --out {path}` first")
 
 
 def main(argv=None):
@@ -136,6 +142,7 @@ def main(argv=None):
                    help="sample (the paper), reference (teacher-forced reference), auto (sample, else reference)")
     b.add_argument("--retries", type=int, default=3, help="R: sampled trunks tried to find a passing one")
     b.add_argument("--min-spacing", type=int, default=1, help="minimum tokens between fork positions")
+    b.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. train,test, or -validation for all but it)")
     b.add_argument("--limit", type=int, default=0, help="only the first N problems")
     b.add_argument("--max-new-tokens", type=int, default=512)
     b.add_argument("--temperature", type=float, default=1.0)
@@ -143,7 +150,8 @@ def main(argv=None):
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
     b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
-    b.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    add_prompt_option(b)
+    b.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     b.add_argument("--device", default="auto")
     add_backend_options(b)
     b.add_argument("--json", action="store_true")

@@ -14,7 +14,7 @@ def split_problems(problem_ids, test_fraction, seed):
     ids = sorted(problem_ids)
     random.Random(seed).shuffle(ids)
     n_test = round(len(ids) * test_fraction)
-    if test_fraction > 0 and len(ids) > 1:
+    if 0 < test_fraction < 1 and len(ids) > 1:
         n_test = min(max(n_test, 1), len(ids) - 1)
     return set(ids[n_test:]), set(ids[:n_test])
 
@@ -42,11 +42,18 @@ def class_ratio(rows):
             "positive_fraction": round(pos / len(rows), 4) if rows else None}
 
 
+def sample_examples(row):
+    """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
+    return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
+             "response_text": c["text"], "trunk_source": "sample"} for i, c in enumerate(row["candidates"])]
+
+
 def to_rows(tree):
-    base = {"problem_id": tree["problem_id"], "policy": tree["settings"]["policy"],
-            "tokenizer": tree["settings"].get("tokenizer"),
+    """Per-token training rows of a judged tree, or of a bench sample row (k judged samples)."""
+    settings = tree.get("settings", tree)
+    base = {"problem_id": tree["problem_id"], "policy": settings["policy"], "tokenizer": settings.get("tokenizer"),
             "prompt_tokens": tree["prompt_tokens"], "prompt_text": tree["prompt_text"]}
-    return [{**base, **ex} for ex in examples(tree)]
+    return [{**base, **ex} for ex in (sample_examples(tree) if "candidates" in tree else examples(tree))]
 
 
 def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):

@@ -9,7 +9,8 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from engine.prompts import build_program, extract_code, messages, reference_response, stop_after_code
+from engine.prompts import (DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages,
+                            reference_response, stop_after_code)
 from engine.policy import SamplingParams, vocab_fingerprint
 from judge import judge, judge_many
 
@@ -30,8 +31,11 @@ class TreeConfig:
     timeout: float = 4.0        # judge seconds per test
     mode: str = "strict"        # judge comparison mode
     stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens)
+    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" or "code" (engine/prompts.py)
 
     def __post_init__(self):
+        if self.prompt not in FRAMINGS:
+            raise ValueError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
         if self.trunk not in TRUNK_MODES:
             raise ValueError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
         if self.forks < 0 or self.per_fork < 1 or self.retries < 1 or self.min_spacing < 1:
@@ -66,10 +70,10 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
     """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree."""
     t0 = time.perf_counter()
     before = policy.stats.snapshot()
-    prompt = policy.prompt_tokens(messages(problem))
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
     seed = cfg.seed * 1_000_003 + problem_seed
     stop = stop_after_code(len(prompt), policy.decode) if cfg.stop_after_code else None
-    trunk, state = None, None
+    trunk, state, rejected = None, None, []
     if cfg.trunk in ("sample", "auto"):
         # The paper retries a sampled trunk up to R times until one passes; the R samples are
         # drawn in one batch and the first passing one (in sampling order) is kept.
@@ -78,6 +82,10 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
         programs = [build_program(problem, extract_code(t)) for t in texts]
         verdicts = judge_many([(p, problem) for p in programs], mode=cfg.mode, timeout=cfg.timeout)
         pick = next((i for i, v in enumerate(verdicts) if v.ok), len(samples) - 1)
+        # The attempts not kept as the trunk are judged samples too: training examples of their own.
+        rejected = [{"tokens": c.tokens, "logprobs": c.logprobs, "text": c.text, "program": p,
+                     "verdict": v.verdict, "passed": v.passed, "total": v.total, "finish_reason": c.finish_reason}
+                    for i, ((c, _), p, v) in enumerate(zip(samples, programs, verdicts)) if i != pick]
         (completion, state), v = samples[pick], verdicts[pick]
         trunk = {"source": "sample", "attempts": pick + 1, "tokens": completion.tokens,
                  "logprobs": completion.logprobs, "text": completion.text, "program": programs[pick],
@@ -86,6 +94,9 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
     if cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references):
         if not problem.references:
             raise ValueError(f"problem {problem.id} has no reference solution for a reference trunk")
+        if trunk:  # the last sampled attempt, replaced by the reference, stays a training example
+            rejected.append({k: trunk[k] for k in ("tokens", "logprobs", "text", "program", "verdict", "passed",
+                                                   "total", "finish_reason")})
         response = reference_response(problem, problem.references[0])
         tokens = policy.tokenizer(response, add_special_tokens=False)["input_ids"] + policy.eos_ids[:1]
         logprobs, state = policy.teacher_force(prompt, tokens)
@@ -114,7 +125,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
         "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
         "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
         "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-        "trunk": trunk, "forks": forks, "rollouts": rollouts,
+        "trunk": trunk, "rejected_attempts": rejected, "forks": forks, "rollouts": rollouts,
         "stats": {"generated_tokens": after.generated_tokens - before.generated_tokens,
                   "forward_tokens": after.forward_tokens - before.forward_tokens,
                   "trunk_seconds": round(t_trunk - t0, 3),
@@ -143,6 +154,9 @@ def examples(tree):
     trunk = tree["trunk"]
     out = [{"example_id": "trunk", "response_tokens": trunk["tokens"], "label": int(trunk["verdict"] == "pass"),
             "label_start": 0, "response_text": trunk["text"], "trunk_source": trunk["source"]}]
+    for i, a in enumerate(tree.get("rejected_attempts", [])):  # sampled trunk attempts that were not kept
+        out.append({"example_id": f"a{i}", "response_tokens": a["tokens"], "label": int(a["verdict"] == "pass"),
+                    "label_start": 0, "response_text": a["text"], "trunk_source": "sample"})
     for r in tree["rollouts"]:
         out.append({"example_id": f"r{r['id']}", "response_tokens": trunk["tokens"][:r["prefix_len"]] + r["tokens"],
                     "label": int(r["verdict"] == "pass"), "label_start": r["prefix_len"],

@@ -21,7 +21,7 @@ class Beam:
 
 def beam(policy, value, problem, cfg):
     stats = Stats(policy, value)
-    prompt = policy.prompt_tokens(messages(problem))
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
     with stats.phase("prefill"):
         _, root_state = policy.teacher_force(prompt[:-1], prompt[-1:])
         root_scorer = value.scorer()

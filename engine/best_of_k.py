@@ -6,13 +6,21 @@ from engine.policy import SamplingParams
 from engine.result import Candidate, DecodeResult, Stats
 
 
+def candidate_params(policy, prompt, cfg, temperature):
+    """Sampling for complete programs: the answer ends when its code block closes."""
+    return SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
+                          seed=cfg.seed, stop_fn=stop_after_code(len(prompt), policy.decode))
+
+
+def to_candidate(problem, completion):
+    return Candidate(build_program(problem, extract_code(completion.text)), completion.text, completion.tokens,
+                     None, completion.finish_reason, logprobs=completion.logprobs)
+
+
 def sample_candidates(policy, problem, cfg, n, temperature):
-    prompt = policy.prompt_tokens(messages(problem))
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                            seed=cfg.seed, stop_fn=stop_after_code(len(prompt), policy.decode))
-    completions = policy.sample(prompt, n, params)
-    return prompt, [Candidate(build_program(problem, extract_code(c.text)), c.text, c.tokens, None,
-                              c.finish_reason) for c in completions]
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    completions = policy.sample(prompt, n, candidate_params(policy, prompt, cfg, temperature))
+    return prompt, [to_candidate(problem, c) for c in completions]
 
 
 def best_of_k(policy, value, problem, cfg):

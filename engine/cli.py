@@ -32,11 +32,13 @@ def strategy_fn(name):
 
 def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", device="auto", needs_value=False,
                 tensor_parallel_size=1, strategy="decode"):
-    """The policy and the value model (the given one, else the shipped default), checked to share a tokenizer."""
+    """The policy and the value model (the given one, else the shipped default when the strategy
+    needs one), checked to share a tokenizer."""
     from engine.policy import ModelError, load_policy, vocab_fingerprint
     policy = load_policy(policy_spec, backend, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
     value = None
-    path = value_dir or (DEFAULT_VALUE if os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json")) else None)
+    path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
+                         else None)
     if needs_value and path is None:
         raise ModelError(f"{strategy} needs a value model: pass --value DIR "
                          "(train one with `valuemodel train`; no default value model is installed)")
@@ -136,6 +138,16 @@ def add_backend_options(parser):
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
 
 
+DTYPE_HELP = "auto (bf16 on GPUs and on CPUs with native bf16: avx512_bf16 or AMX; else fp32), float32, bfloat16"
+
+
+def add_prompt_option(parser):
+    """--prompt, for every command that prompts a policy (decode, datagen build, bench quality).
+    The choices are engine.prompts.FRAMINGS, spelt here so that --help stays light."""
+    parser.add_argument("--prompt", choices=("reason", "code"), default="reason",
+                        help="prompt framing: reason (reason briefly, then the code; the paper's) or code (the code only)")
+
+
 def add_model_and_search_options(parser):
     """The model, sampling and search options shared by `decode` and `bench quality`."""
     parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
@@ -155,7 +167,8 @@ def add_model_and_search_options(parser):
     parser.add_argument("--patience", type=int, default=8, help="tree: for this many consecutive tokens")
     parser.add_argument("--warmup", type=float, default=0.5, help="tree: after this fraction of the first rollout's length")
     parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
-    parser.add_argument("--dtype", default="auto")
+    add_prompt_option(parser)
+    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     parser.add_argument("--device", default="auto")
     add_backend_options(parser)
 
@@ -166,7 +179,8 @@ def config_from_args(args, strategy):
                                          abort_value=args.abort_value, patience=args.patience, warmup=args.warmup)
     return DecodeConfig(strategy=strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
                         max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
-                        expansions=args.expansions, step=args.step, token_budget=args.token_budget)
+                        expansions=args.expansions, step=args.step, token_budget=args.token_budget,
+                        prompt=args.prompt)
 
 
 def main(argv=None):

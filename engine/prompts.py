@@ -1,8 +1,10 @@
 """Prompts in the paper's framing, and robust code extraction from completions.
 
 stdin/stdout problems and call-based problems (with starter code) are framed differently; assert
-problems (HumanEval, MBPP) name the function and show the tests as examples. Every prompt asks the
-model to reason first and then give the complete program in one fenced Python block.
+problems (HumanEval, MBPP) name the function and show the tests as examples. The framing is a choice:
+"reason" (the paper's: reason briefly, then the complete program in one fenced Python block) or
+"code" (only the fenced block: fewer tokens per sample, and fewer samples cut off at the length
+limit).
 """
 
 import ast
@@ -17,7 +19,7 @@ STDIO = """Solve the following programming problem in Python 3.
 {question}
 
 Your program must read the input from standard input and print the answer to standard output.
-First reason briefly about the approach, then give the complete program in a single ```python code block."""
+{instruction}"""
 
 CALL = """Solve the following programming problem in Python 3.
 
@@ -27,35 +29,47 @@ Complete this starter code (keep its signature; do not read input or print outpu
 ```python
 {starter}
 ```
-First reason briefly about the approach, then give the complete code in a single ```python code block."""
+{instruction}"""
 
 ASSERT = """{question}
 
 Write a Python 3 function named `{fn}`.{examples}
-First reason briefly about the approach, then give the complete code in a single ```python code block."""
+{instruction}"""
 
 HUMANEVAL = """Complete the following Python 3 function.
 
 ```python
 {prompt}
 ```
-First reason briefly about the approach, then give the complete function (with its imports) in a single ```python code block."""
+{instruction}"""
 
 
-def messages(problem: Problem):
+# The last line of every prompt, per framing; {what} names what the block holds.
+FRAMINGS = {
+    "reason": "First reason briefly about the approach, then give the complete {what} in a single ```python code block.",
+    "code": "Give only the complete {what} in a single ```python code block, with no explanation.",
+}
+DEFAULT_FRAMING = "reason"
+
+
+def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
     """Chat messages for a problem (rendered by the policy's chat template when it has one)."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
     if problem.source == "humaneval":
-        user = HUMANEVAL.format(prompt=problem.starter_code.rstrip())
+        instruction = FRAMINGS[framing].format(what="function (with its imports)")
+        user = HUMANEVAL.format(prompt=problem.starter_code.rstrip(), instruction=instruction)
     elif problem.kind == "stdio":
-        user = STDIO.format(question=problem.question.strip())
+        user = STDIO.format(question=problem.question.strip(), instruction=FRAMINGS[framing].format(what="program"))
     elif problem.kind == "call":
         starter = problem.starter_code.rstrip() or f"def {problem.fn_name}(...):"
-        user = CALL.format(question=problem.question.strip(), starter=starter)
+        user = CALL.format(question=problem.question.strip(), starter=starter,
+                           instruction=FRAMINGS[framing].format(what="code"))
     else:
         tests = problem.metadata.get("test_list") or []
         examples = ("\nIt must pass these tests:\n```python\n" + "\n".join(tests) + "\n```") if tests else ""
         user = ASSERT.format(question=problem.question.strip(), fn=problem.fn_name or "solution",
-                             examples=examples)
+                             examples=examples, instruction=FRAMINGS[framing].format(what="code"))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -5,6 +5,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from engine.prompts import DEFAULT_FRAMING
+
 
 class ValueFunction(Protocol):
     """The narrow value-model interface the strategies use (valuemodel.ValueModel implements it)."""
@@ -26,6 +28,7 @@ class DecodeConfig:
     expansions: int = 3          # beam: E sampled continuations per beam and step
     step: str = "line"           # beam: "line" or a number of tokens per step
     token_budget: int = 4096     # beam: policy tokens for the whole search
+    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" (reason, then code) or "code" (code only)
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Candidate:
     finish_reason: str
     duplicates: int = 0          # identical programs folded into this one
     origin: str = ""             # tree: "trunk" or the branch path
-    logprobs: list = None        # tree: the policy's log-probs of its tokens
+    logprobs: list = None        # the policy's log-probs of its tokens (sampled candidates)
 
 
 @dataclass

@@ -56,7 +56,7 @@ class Rollout:
 def tree(policy, value, problem, cfg, tp=None):
     tp = tp or TreeParams()
     stats = Stats(policy, value)
-    prompt = policy.prompt_tokens(messages(problem))
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
     with stats.phase("prefill"):
         _, root = policy.teacher_force(prompt[:-1], prompt[-1:])
         root_scorer = value.scorer()

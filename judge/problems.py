@@ -121,6 +121,32 @@ def from_mbpp_row(row):
         metadata={"test_list": list(row["test_list"])})
 
 
+# The MBPP paper's split by task id (google-research/mbpp README): 1-10 few-shot prompts, 11-510
+# test, 511-600 validation, 601-974 train. The sanitized release keeps the same ids.
+MBPP_SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
+
+
+def select_mbpp_splits(problems, spec):
+    """The problems of the named MBPP splits (a comma-separated list, or a leading "-" for all but
+    these); "" keeps every problem."""
+    if not spec:
+        return problems
+    exclude = spec.startswith("-")
+    names = [s.strip() for s in spec.lstrip("-").split(",") if s.strip()]
+    unknown = [n for n in names if n not in MBPP_SPLITS]
+    if unknown or not names:
+        raise ProblemError(f"--split: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(MBPP_SPLITS)}")
+    out = []
+    for p in problems:
+        if p.source != "mbpp":
+            raise ProblemError(f"--split selects MBPP problems by task id; {p.id} is not an MBPP problem")
+        task = int(p.id.split("/")[-1])
+        inside = any(lo <= task <= hi for lo, hi in (MBPP_SPLITS[n] for n in names))
+        if inside != exclude:
+            out.append(p)
+    return out
+
+
 def from_row(row, problem_id=None):
     """Any supported row: our own Problem dict, APPS, HumanEval or MBPP."""
     if not isinstance(row, dict):

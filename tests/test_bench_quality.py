@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bench.quality import bootstrap, run_strategy, summarize, wilson, write_report
-from engine.result import Candidate, DecodeConfig, DecodeResult
+from engine.result import DecodeConfig
 from judge import Problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,34 +66,99 @@ RIGHT = "a, b = map(int, input().split())\nprint(a + b)\n"
 WRONG = "a, b = map(int, input().split())\nprint(a - b)\n"
 
 
-def test_run_strategy_judges_every_best_of_k_sample_and_resumes(tmp_path):
-    calls = []
+class FakePolicy:
+    """Three samples per problem: the wrong program twice (mean log-prob -1), the right one once (-0.5)."""
+    name = "fake"
 
-    def fake_best_of_k(policy, value, problem, cfg):
-        calls.append(problem.id)
-        cands = [Candidate(WRONG, "", [1, 2, 3], 0.9, "eos", duplicates=1),
-                 Candidate(RIGHT, "", [1, 2], 0.4, "eos")]
-        return DecodeResult("best_of_k", WRONG, 0.9, cands,
-                            {"policy_tokens": 8, "value_tokens": 8, "wall_s": {"total": 1.0}})
+    class tokenizer:  # noqa: N801 - stands in for a tokenizer object
+        get_vocab = staticmethod(lambda: {"a": 0})
+        decode = staticmethod(lambda tokens: "prompt")
 
+    def __init__(self):
+        from engine.policy import PolicyStats
+        self.stats, self.calls = PolicyStats(), []
+
+    def prompt_tokens(self, messages):
+        return [1, 2]
+
+    def decode(self, tokens):
+        return ""
+
+    def sample(self, prefix, n, params):
+        from engine.policy import Completion
+        self.calls.append(n)
+        texts = [f"```python\n{WRONG}```", f"```python\n{WRONG}```", f"```python\n{RIGHT}```"]
+        lps = [-1.0, -1.0, -0.5]
+        return [Completion([7] * (i + 1), [lps[i]] * (i + 1), texts[i], "eos") for i in range(n)]
+
+
+class FakeValue:
+    """Prefers the wrong program: 0.9 for one-token candidates, 0.4 otherwise."""
+    tokens_scored = 0
+
+    def final_values(self, prefix, continuations):
+        self.tokens_scored += len(prefix) + sum(map(len, continuations))
+        return [0.9 if len(c) == 1 else 0.4 for c in continuations]
+
+
+def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp_path):
+    policy, value = FakePolicy(), FakeValue()
     other = Problem(id="sum2", question=SUM.question, kind="stdio", inputs=SUM.inputs, outputs=SUM.outputs)
-    rows = run_strategy(None, None, [SUM, other], "best_of_k", fake_best_of_k, DecodeConfig(), str(tmp_path))
-    assert calls == ["sum", "sum2"] and len(rows) == 2
-    assert [c["passed"] for c in rows[0]["candidates"]] == [False, True]
+    cfg = DecodeConfig(k=3)
+    rows = run_strategy(policy, value, [SUM, other], "best_of_k", None, cfg, str(tmp_path))
+    assert policy.calls == [3, 3] and len(rows) == 2
+    samples = [json.loads(line) for line in (tmp_path / "runs" / "sample.jsonl").read_text().splitlines()]
+    assert [c["passed"] for c in samples[0]["candidates"]] == [False, False, True]
+    assert samples[0]["candidates"][2]["mean_logprob"] == -0.5
+    # Identical programs are scored once and folded (weight 2); the value model's pick is wrong.
+    assert [(c["value"], c["weight"], c["passed"]) for c in rows[0]["candidates"]] == [(0.9, 2, False), (0.4, 1, True)]
     assert rows[0]["passed"] is False and rows[0]["verdict"] == "wrong_answer"
-    # Resume: both problems are stored, so nothing is decoded again.
-    rows = run_strategy(None, None, [SUM, other], "best_of_k", fake_best_of_k, DecodeConfig(), str(tmp_path))
-    assert calls == ["sum", "sum2"] and len(rows) == 2
+    assert rows[0]["stats"]["policy_tokens"] == 6 and rows[0]["stats"]["value_tokens"] == 2 + 1 + 3
+    # Resume: nothing is sampled or ranked again.
+    rows = run_strategy(policy, value, [SUM, other], "best_of_k", None, cfg, str(tmp_path))
+    assert policy.calls == [3, 3] and len(rows) == 2
     with open(tmp_path / "settings.json", "w") as f:
         json.dump({"policy": "p", "value": "v", "dataset": "d", "backend": "hf", "decode": {}, "timeout": 4}, f)
     summary = write_report(str(tmp_path))
-    sel = summary["best_of_k_selection"]["pass@1"]
-    # The value model prefers the wrong program (2 of 3 samples), so it loses to a random pick.
-    assert sel["value_picked"] == 0.0 and sel["random_pick"] == pytest.approx(1 / 3)
-    assert sel["relative_gain"] == pytest.approx(-1.0)
+    sel = summary["best_of_k_selection"]
+    assert sel["pass@1"]["value_picked"] == 0.0 and sel["pass@1"]["random_pick"] == pytest.approx(1 / 3)
+    assert sel["pass@1"]["relative_gain"] == pytest.approx(-1.0)
+    r = sel["rankers"]
+    assert r["value"]["pass@1"] == 0.0 and r["value"]["gap_closed"] == pytest.approx(-0.5)
+    assert r["mean_logprob"]["pass@1"] == 1.0 and r["mean_logprob"]["gap_closed"] == pytest.approx(1.0)
+    assert r["random"]["pass@1"] == pytest.approx(1 / 3) and r["oracle"]["pass@1"] == 1.0
+    assert summary["strategies"]["sample"]["pass@1"] == pytest.approx(1 / 3)
     for name in ("report.md", "summary.json", "pass_vs_tokens.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "| best_of_k | 2 | 0.0% |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| best_of_k | 2 | 0.0% |" in report and "| policy mean token log-prob | 100.0% |" in report
+
+
+def test_ranking_stored_samples_is_engine_best_of_k(tiny_policy, tiny_model_dir, tmp_path):
+    """bench's sample-then-rank gives the program and value engine.best_of_k gives on the same samples."""
+    from bench.quality import rank_samples, sample_rows
+    from engine.best_of_k import best_of_k
+    from judge.problems import load_dataset
+    from valuemodel.model import ValueModel
+
+    class OnlySample:  # the per-problem path, so the samples are best_of_k's own (same seed)
+        def __init__(self, policy):
+            self._p = policy
+
+        def __getattr__(self, name):
+            if name == "sample_many":
+                raise AttributeError(name)
+            return getattr(self._p, name)
+
+    value = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    problem = load_dataset("humaneval")[2]
+    cfg = DecodeConfig(k=4, max_new_tokens=12, temperature=1.0, top_p=1.0, seed=3)
+    direct = best_of_k(tiny_policy, value, problem, cfg)
+    (row,) = sample_rows(OnlySample(tiny_policy), [problem], cfg)
+    ranked = rank_samples(value, row)
+    assert ranked["value"] == pytest.approx(direct.value, abs=1e-6)
+    assert [c["value"] for c in ranked["candidates"]] == pytest.approx([c.value for c in direct.candidates], abs=1e-6)
+    assert sum(c["weight"] for c in ranked["candidates"]) == 4
 
 
 def _bench(*args):

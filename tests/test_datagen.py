@@ -34,6 +34,13 @@ def test_prompt_framing_per_problem_kind():
     mbpp = Problem(id="m", question="Square it.", kind="assert", fn_name="sq", tests=["assert sq(2) == 4\n"],
                    metadata={"test_list": ["assert sq(2) == 4"]})
     assert "`sq`" in messages(mbpp)[-1]["content"] and "assert sq(2) == 4" in messages(mbpp)[-1]["content"]
+    # The code-only framing: same problem text, no reasoning asked for.
+    for p in (stdio_p, call_p, he, mbpp):
+        code, reason = messages(p, "code")[-1]["content"], messages(p, "reason")[-1]["content"]
+        assert "reason" not in code and "no explanation" in code and "```python" in code
+        assert code.split("\n")[:-1] == reason.split("\n")[:-1]
+    with pytest.raises(ValueError, match="framing"):
+        messages(he, "poem")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -107,7 +114,7 @@ def test_select_forks_lowest_probability_with_spacing():
 def test_fork_kv_reuse_matches_recomputing(tiny_policy):
     p = tiny_policy
     prompt = p.prompt_tokens([{"role": "user", "content": "print the sum of two numbers"}])
-    ((trunk, state),) = p.sample_with_state(prompt, SamplingParams(max_new_tokens=24, seed=3))
+    ((trunk, state),) = p.sample_with_state(prompt, SamplingParams(max_new_tokens=24, seed=3, ignore_eos=True))
     lp, _ = p.teacher_force(prompt, trunk.tokens)
     assert max(abs(a - b) for a, b in zip(lp, trunk.logprobs)) < 1e-4
     positions = [len(prompt) + 2, len(prompt) + 9, len(prompt) + 17]
@@ -161,6 +168,11 @@ def test_auto_trunk_falls_back_to_reference(tiny_policy, apps_problems):
     cfg = TreeConfig(forks=1, per_fork=1, trunk="auto", retries=2, max_new_tokens=8, timeout=2)
     tree = grow_tree(tiny_policy, apps_problems[1], cfg)
     assert tree["trunk"]["source"] == "reference" and tree["trunk"]["attempts"] == 2
+    # Both judged sampled attempts stay as training examples, labelled from their first token.
+    assert len(tree["rejected_attempts"]) == 2 and all(a["verdict"] != "pass" for a in tree["rejected_attempts"])
+    exs = {e["example_id"]: e for e in examples(judge_tree(tree, apps_problems[1], cfg))}
+    assert exs["a0"]["label"] == 0 and exs["a0"]["label_start"] == 0
+    assert exs["a1"]["response_tokens"] == tree["rejected_attempts"][1]["tokens"]
     sampled = grow_tree(tiny_policy, apps_problems[1], TreeConfig(forks=1, per_fork=1, trunk="sample",
                                                                     retries=2, max_new_tokens=8))
     assert sampled["trunk"]["source"] == "sample" and sampled["trunk"]["verdict"] != "pass"
@@ -260,3 +272,15 @@ def test_tree_stats_per_fork_depth():
     assert s["per_fork_rank"]["1"] == {"rollouts": 2, "pass_rate": 0.5}
     assert s["per_fork_rank"]["2"] == {"rollouts": 1, "pass_rate": 0.0}
     assert s["trunks"] == {"sample": 0, "reference": 1}
+
+
+def test_export_of_judged_samples_and_a_held_out_only_split(tmp_path):
+    """A `bench quality` sample row exports one example per sample; test_fraction 1 holds every problem out."""
+    rows = [{"problem_id": f"p{i}", "policy": "p", "tokenizer": "t", "prompt_tokens": [1, 2], "prompt_text": "pt",
+             "candidates": [{"tokens": [5, 6, 7], "text": "abc", "passed": j == 0} for j in range(3)]}
+            for i in range(4)]
+    stats = export(rows, str(tmp_path), test_fraction=1.0)
+    test = [json.loads(line) for line in open(tmp_path / "test.jsonl")]
+    assert stats["problems"] == {"train": 0, "test": 4} and len(test) == 12
+    assert [(r["example_id"], r["label"], r["label_start"]) for r in test[:3]] == [("s0", 1, 0), ("s1", 0, 0), ("s2", 0, 0)]
+    assert test[0]["response_tokens"] == [5, 6, 7] and test[0]["tokenizer"] == "t"

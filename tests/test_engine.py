@@ -217,3 +217,72 @@ def test_readme_main_job_uses_the_shipped_value_model():
     out = json.loads(r.stdout.splitlines()[0])
     assert out["strategy"] == "best_of_k" and 0.0 <= out["value"] <= 1.0
     assert out["stats"]["value_tokens"] > 0 and out["verdict"]["total"] == 4
+
+
+# --- the sampling loop ------------------------------------------------------------------------------
+
+def _nucleus(probs, top_p):
+    """The reference top-p distribution: a full sort, keep the tokens whose preceding mass <= top_p."""
+    import torch
+    s, order = probs.sort(descending=True)
+    keep = (s.cumsum(0) - s) <= top_p
+    out = torch.zeros_like(probs)
+    out[order[keep]] = s[keep]
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("candidates", [1024, 2])  # 2: the nucleus is wider, so the full-sort fallback runs
+def test_pick_samples_the_exact_top_p_distribution(monkeypatch, candidates):
+    import torch
+
+    from engine import policy as pol
+    monkeypatch.setattr(pol, "NUCLEUS_CANDIDATES", candidates)
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0, 0.7])
+    n = 20000
+    # Evenly spaced uniforms make the empirical frequencies the distribution itself (up to 1/n).
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    for temperature, top_p in ((0.7, 0.8), (1.0, 1.0), (1.3, 0.5)):
+        params = pol.SamplingParams(temperature=temperature, top_p=top_p)
+        picks = pol.HFPolicy._pick(logits.expand(n, -1), params, None, uniforms)
+        freq = torch.bincount(picks, minlength=6).double() / n
+        expected = _nucleus((logits / temperature).double().softmax(0), top_p)
+        assert torch.allclose(freq, expected, atol=2e-4), (temperature, top_p)
+    assert pol.HFPolicy._pick(logits[None], pol.SamplingParams(temperature=0), None).item() == 0
+
+
+def test_sample_many_equals_per_prompt_sampling(tiny_policy):
+    """Many prompts in one refilled batch (rows joining and leaving, a left-padded cache) give each
+    prompt exactly the greedy tokens and log-probs it gets alone."""
+    from engine.policy import SamplingParams
+    texts = ["Print hello.", "Sort a list of numbers and return it, please, in Python 3 with a docstring.", "Add.", "x"]
+    prompts = [tiny_policy.prompt_tokens([{"role": "user", "content": t}]) for t in texts]
+    params = [SamplingParams(max_new_tokens=m, temperature=0.0) for m in (9, 17, 5, 12)]
+    alone = [tiny_policy.sample(p, 2, q) for p, q in zip(prompts, params)]
+    together = dict(tiny_policy.sample_many([(p, 2, q) for p, q in zip(prompts, params)], max_rows=4))
+    assert sorted(together) == [0, 1, 2, 3]
+    for i in range(4):
+        for a, b in zip(alone[i], together[i]):
+            assert a.tokens == b.tokens and a.finish_reason == b.finish_reason
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+    # Sampled: every request gets its n completions within its own length limit, reproducibly.
+    hot = [(p, 3, SamplingParams(max_new_tokens=8, temperature=1.0, seed=i)) for i, p in enumerate(prompts)]
+    first = dict(tiny_policy.sample_many(hot, max_rows=6))
+    again = dict(tiny_policy.sample_many(hot, max_rows=6))
+    assert all(len(first[i]) == 3 and all(len(c.tokens) <= 8 for c in first[i]) for i in range(4))
+    assert [[c.tokens for c in first[i]] for i in range(4)] == [[c.tokens for c in again[i]] for i in range(4)]
+
+
+def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path):
+    import torch
+
+    from engine.policy import cpu_has_native_bf16, pick_dtype
+    amd = tmp_path / "amd"
+    amd.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    plain = tmp_path / "plain"
+    plain.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_native_bf16(str(amd)) and cpu_has_native_bf16(str(amx))
+    assert not cpu_has_native_bf16(str(plain)) and not cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert pick_dtype("auto", "cuda") == torch.bfloat16 and pick_dtype("float32", "cpu") == torch.float32
+    assert pick_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)

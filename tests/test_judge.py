@@ -236,3 +236,21 @@ def test_cli_check_reports_broken_references(tmp_path):
     out = json.loads(r.stdout)
     assert out["references"] == 3 and out["references_passed"] == 1
     assert out["problems_all_references_fail"] == ["2"]
+
+
+def test_mbpp_official_splits_by_task_id(tmp_path):
+    from judge.problems import select_mbpp_splits
+    rows = [{"task_id": t, "text": "q", "code": "def f():\n    return 1\n", "test_list": ["assert f() == 1"]}
+            for t in (2, 11, 510, 511, 600, 601, 974)]
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = load_dataset(str(path))
+    ids = lambda ps: [p.id.split("/")[1] for p in ps]  # noqa: E731
+    assert ids(select_mbpp_splits(problems, "validation")) == ["511", "600"]
+    assert ids(select_mbpp_splits(problems, "-validation")) == ["2", "11", "510", "601", "974"]
+    assert ids(select_mbpp_splits(problems, "train,prompt")) == ["2", "601", "974"]
+    assert select_mbpp_splits(problems, "") == problems
+    with pytest.raises(ProblemError, match="unknown"):
+        select_mbpp_splits(problems, "dev")
+    with pytest.raises(ProblemError, match="not an MBPP problem"):
+        select_mbpp_splits(load_dataset("humaneval")[:1], "train")

@@ -1,6 +1,7 @@
 """The value model on tiny random Phi-3 models, and every metric on hand-made values."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -53,10 +54,12 @@ def test_training_changes_only_trainable_tensors_and_roundtrips(tiny_model_dir, 
         assert changed == (n in trained), n
     # The checkpoint holds just the delta, and base + delta gives identical values.
     from safetensors.torch import load_file
-    assert set(load_file(str(out / "delta.safetensors"))) == trained
+    delta = load_file(str(out / "delta.safetensors"))
+    assert set(delta) == trained and {t.dtype for t in delta.values()} == {torch.bfloat16}
     seqs = [r["prompt_tokens"] + r["response_tokens"] for r in rows[:3]]
     again = ValueModel.load(str(out), dtype="float32", device="cpu")
-    assert again.values(seqs) == vm.values(seqs)
+    for a, b in zip(again.values(seqs), vm.values(seqs)):  # the delta is stored in bf16
+        assert a == pytest.approx(b, abs=2e-3)
     cfg = json.loads((out / "value_config.json").read_text())
     assert cfg["base"] == tiny_model_dir and cfg["last_layers"] == 1
 
@@ -64,10 +67,81 @@ def test_training_changes_only_trainable_tensors_and_roundtrips(tiny_model_dir, 
 def test_mismatched_base_is_refused(vm, tmp_path):
     vm.save(str(tmp_path / "vm"))
     other = make_tiny_model(str(tmp_path / "other"), seed=1)
-    with pytest.raises(ValueModelError, match="was trained on base"):
+    with pytest.raises(ValueModelError, match="was trained on base.*other weights"):
         ValueModel.load(str(tmp_path / "vm"), base=other, dtype="float32", device="cpu")
     with pytest.raises(ValueModelError, match="no value model"):
         ValueModel.load(str(tmp_path / "nothing"))
+    bigger = make_tiny_model(str(tmp_path / "bigger"), seed=0, layers=5)
+    with pytest.raises(ValueModelError, match="architecture differs.*num_hidden_layers 4 vs 5"):
+        ValueModel.load(str(tmp_path / "vm"), base=bigger, dtype="float32", device="cpu")
+
+
+def test_base_check_tolerates_dtype_and_warns_on_a_requantized_copy(vm, tiny_model_dir, tmp_path):
+    import warnings
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    vm.save(str(tmp_path / "vm"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same base in bf16: no warning at all
+        ValueModel.load(str(tmp_path / "vm"), dtype="bfloat16", device="cpu")
+    # The same weights with quantization-sized noise (a re-quantized copy): loads, with a warning.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * p.std() * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "requant")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "requant")
+    with pytest.warns(UserWarning, match="correlation"):
+        ValueModel.load(str(tmp_path / "vm"), base=str(tmp_path / "requant"), dtype="float32", device="cpu")
+
+
+def test_frozen_bottom_then_top_equals_the_full_forward(vm):
+    from transformers import DynamicCache
+    ids = torch.randint(5, 300, (3, 17))
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    full = vm.model(input_ids=ids, attention_mask=mask).logits[..., 0]
+    hidden, _ = vm.bottom_hidden(ids, mask)
+    assert torch.allclose(vm.top_logits(hidden, mask)[mask.bool()], full[mask.bool()], atol=1e-5)
+    # A response continuing a shared prompt's bottom-layer cache has the same hidden states.
+    prompt_h, cache = vm.bottom_hidden(ids[:1, :9], past_key_values=DynamicCache())
+    cache.batch_repeat_interleave(3)
+    resp_h, _ = vm.bottom_hidden(ids[:, 9:], torch.ones(3, 17, dtype=torch.long), past_key_values=cache)
+    whole, _ = vm.bottom_hidden(torch.cat([ids[:1, :9].expand(3, -1), ids[:, 9:]], 1))
+    assert torch.allclose(torch.cat([prompt_h.expand(3, -1, -1), resp_h], 1), whole, atol=1e-5)
+
+
+def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, tmp_path):
+    rows = _rows(12)
+    for r in rows:
+        r["tokenizer"] = None
+        r["policy"] = tiny_model_dir
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = {}
+    for cache in (True, False):
+        torch.manual_seed(0)  # the same head initialisation
+        model = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+        history = train(model, str(data), str(tmp_path / f"out-{cache}"),
+                        TrainConfig(epochs=2, lr=1e-2, batch_size=4, cache=cache), progress=False)
+        results[cache] = ([h["loss"] for h in history], model.values([rows[0]["prompt_tokens"] + rows[0]["response_tokens"]]))
+    assert results[True][0] == pytest.approx(results[False][0], abs=1e-5)
+    assert results[True][1][0] == pytest.approx(results[False][1][0], abs=1e-4)
+    assert list((tmp_path / "out-True" / "frozen-cache").iterdir())  # the cache is on disk for the next run
+
+
+def test_within_problem_loss_balances_classes_and_ranks_pairs():
+    from valuemodel.train import problem_loss
+    labels = torch.tensor([[IGNORE, 1.0, 1.0], [IGNORE, 0.0, IGNORE], [IGNORE, 0.0, 0.0]])
+    outcome = torch.tensor([1, 0, 0])
+    logits = torch.zeros(3, 3)
+    # All logits 0: BCE is log 2 for every rollout; each (pass, fail) margin is 0 -> softplus(0) = log 2.
+    assert problem_loss(logits, labels, outcome, 0.0).item() == pytest.approx(math.log(2))
+    assert problem_loss(logits, labels, outcome, 1.0).item() == pytest.approx(2 * math.log(2))
+    # The pair term reads each rollout's last labelled token (row 1: position 1).
+    ranked = torch.tensor([[0.0, 0.0, 5.0], [0.0, -5.0, 9.0], [0.0, 0.0, -5.0]])
+    assert problem_loss(ranked, labels, outcome, 1.0) < problem_loss(-ranked, labels, outcome, 1.0)
 
 
 def test_incremental_scoring_equals_full_forward(vm):

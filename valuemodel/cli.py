@@ -19,13 +19,13 @@ def cmd_train(args):
         fail(f"no training data at {args.data}")
     data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
     eval_path = os.path.join(args.data, "test.jsonl") if os.path.isdir(args.data) and args.eval else None
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                      max_length=args.max_length, seed=args.seed, bf16=args.bf16,
-                      gradient_checkpointing=args.gradient_checkpointing, save_steps=args.save_steps)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                      seed=args.seed, pairwise=args.pairwise, cache=not args.no_cache)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
-    result, history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume)
-    print(json.dumps({"out": args.out, "train_loss": result.training_loss, "steps": result.global_step})
-          if args.json else f"trained {result.global_step} steps, loss {result.training_loss:.4f} -> {args.out}")
+    history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
+    last = history[-1] if history else {}
+    print(json.dumps({"out": args.out, "history": history}) if args.json
+          else f"trained {len(history)} epochs, last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
 
 
 def cmd_score(args):
@@ -79,15 +79,15 @@ def main(argv=None):
     t.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
     t.add_argument("--epochs", type=float, default=2.0)
     t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=16, help="rollouts per batch, all of one problem (default 16)")
     t.add_argument("--max-length", type=int, default=2048, help="tokens per example (prompt + response)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
-    t.add_argument("--gradient-checkpointing", action="store_true")
-    t.add_argument("--save-steps", type=int, default=500, help="trainer checkpoint interval (for --resume)")
-    t.add_argument("--resume", action="store_true", help="continue from the last trainer checkpoint in OUT")
-    t.add_argument("--eval", action="store_true", help="report test loss each epoch (export directory only)")
+    t.add_argument("--pairwise", type=float, default=1.0,
+                   help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
+    t.add_argument("--no-cache", action="store_true",
+                   help="recompute the frozen layers every step instead of once (OUT/frozen-cache)")
+    t.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in OUT")
+    t.add_argument("--eval", action="store_true", help="report the test loss at the end (export directory only)")
     s = sub.add_parser("score", help="value of a program for a problem")
     s.add_argument("program")
     s.add_argument("--problem", required=True)
@@ -99,7 +99,8 @@ def main(argv=None):
     e.add_argument("--out", required=True, help="report directory")
     e.add_argument("--max-length", type=int, default=2048)
     for p in (t, s, e):
-        p.add_argument("--dtype", default="float32" if p is t else "auto")
+        p.add_argument("--dtype", default="auto", help="the frozen layers' dtype (trained tensors are fp32, saved bf16)"
+                       if p is t else "auto, float32 or bfloat16")
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true")
     for p in (s, e):

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 from datagen.store import write_json_atomic
 from engine.policy import vocab_fingerprint
-from valuemodel.metrics import calibration, process_curve, selection, table2
+from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.train import encode_row, read_rows
 
 
@@ -56,6 +56,7 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None):
         if r["example_id"] != "trunk":  # selection is among sampled rollouts, not the trunk
             groups[r["problem_id"]].append((curve[-1], y))
     report["selection"] = selection(groups)
+    report["within_problem"] = within_problem_auroc(groups)
     write_json_atomic(os.path.join(out_dir, "report.json"), report)
     plots(scored["test"][1], report, out_dir)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
@@ -121,6 +122,11 @@ def markdown(report):
     for k, s in report["selection"].items():
         lines.append(f"| {k} | {_f(s['value_picked'], True)} | {_f(s['random_pick'], True)} | "
                      f"{_f(s['relative_improvement'], True)} | {s['problems']} |")
+    w = report.get("within_problem")
+    if w:
+        lines.append(f"\nWithin-problem AUROC (final value, over the {w['pairs']} (pass, fail) pairs of the same "
+                     f"problem, {w['problems']} problems with both): {_f(w['pairs_auroc'])} pair-weighted, "
+                     f"{_f(w['mean_problem_auroc'])} mean per problem. 0.5 = no better than a random pick.")
     lines.append("\n## Table 2 (final-token value, threshold 0.5)\n")
     lines.append("| | test (as sampled) | test (balanced) |")
     lines.append("|---|---|---|")

@@ -66,6 +66,25 @@ def top_k_pass(items, k):
     return random_pass_at_k(len(tied), sum(tied), slots)
 
 
+def within_problem_auroc(groups):
+    """AUROC over (pass, fail) pairs of the *same* problem -- the ordering a best-of-k pick uses,
+    free of problem difficulty (which a pooled AUROC mostly measures). groups: {problem: [(value,
+    label), ...]}; only problems with both labels count. Returns the pair-weighted AUROC, the mean
+    of per-problem AUROCs, and the numbers of problems and pairs."""
+    per_problem, wins, pairs = [], 0.0, 0
+    for items in groups.values():
+        pos = [v for v, y in items if y]
+        neg = [v for v, y in items if not y]
+        if not pos or not neg:
+            continue
+        w = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        per_problem.append(w / (len(pos) * len(neg)))
+        wins, pairs = wins + w, pairs + len(pos) * len(neg)
+    return {"pairs_auroc": wins / pairs if pairs else None,
+            "mean_problem_auroc": sum(per_problem) / len(per_problem) if per_problem else None,
+            "problems": len(per_problem), "pairs": pairs}
+
+
 def auroc(values, labels):
     """Probability that a random positive scores above a random negative (ties count half)."""
     pos = [v for v, y in zip(values, labels) if y]

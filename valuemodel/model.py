@@ -6,13 +6,14 @@ head and the last N decoder layers train; a checkpoint holds just those tensors 
 small config naming the base model, so a 14B value model ships as a delta: loading = base + delta.
 """
 
-import hashlib
 import json
 import os
+import warnings
+from contextlib import contextmanager
 
 import torch
 
-from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model
+from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
@@ -48,16 +49,38 @@ def trainable_names(model, last_layers):
     return [name for name, p in model.named_parameters() if id(p) in keep]
 
 
-def base_fingerprint(model, tokenizer):
-    """Identifies a base model: its config's shape and its input embeddings' first rows, and the
-    tokenizer's vocabulary. A delta only loads onto the base it was trained from."""
-    cfg = model.config
-    shape = {k: getattr(cfg, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers",
-                                                "num_attention_heads", "vocab_size")}
-    emb = model.get_input_embeddings().weight[:8].detach().float().cpu().numpy().round(4).tobytes()
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items())[:2000]).encode()
-    h = hashlib.sha256(json.dumps(shape, sort_keys=True).encode() + emb + vocab).hexdigest()[:16]
-    return h
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def base_signature(model, tokenizer):
+    """What a delta must match in its base: the architecture and vocabulary exactly, and the weights
+    through a probe of 256 input-embedding values (rows spread over the vocabulary), compared with a
+    tolerance so that the same model in another dtype or quantization (the hub's bf16 weights or a
+    de-quantized GGUF of them) still matches."""
+    shape = {k: getattr(model.config, k, None) for k in SHAPE_KEYS}
+    weight = model.get_input_embeddings().weight.detach()
+    rows = torch.linspace(0, weight.shape[0] - 1, 32).long()
+    probe = weight[rows, :8].float().cpu().flatten().tolist()
+    return {"shape": shape, "vocab": vocab_fingerprint(tokenizer), "embedding_probe": [round(x, 6) for x in probe]}
+
+
+def compare_base(expected, found):
+    """None when `found` is the base `expected` describes (up to dtype rounding), else a note:
+    "requantized ..." (same weights up to quantization noise: a warning) or a refusal message."""
+    if expected["shape"] != found["shape"]:
+        diff = {k: (expected["shape"].get(k), found["shape"].get(k)) for k in SHAPE_KEYS
+                if expected["shape"].get(k) != found["shape"].get(k)}
+        return f"refuse: architecture differs ({', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())})"
+    if expected["vocab"] != found["vocab"]:
+        return "refuse: vocabulary differs"
+    a, b = torch.tensor(expected["embedding_probe"]), torch.tensor(found["embedding_probe"])
+    scale = a.std().item() or 1.0
+    if (a - b).abs().max().item() <= 0.02 * scale:  # bf16 keeps ~3 significant digits
+        return None
+    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+    if corr >= 0.9:
+        return f"requantized: weights match with correlation {corr:.3f} (another quantization or export of the same model)"
+    return f"refuse: same architecture and vocabulary but other weights (embedding correlation {corr:.2f})"
 
 
 class ValueModel:
@@ -102,12 +125,17 @@ class ValueModel:
             raise ValueModelError(f"no value model at {path} (missing {DELTA_CONFIG})")
         with open(cfg_path) as f:
             cfg = json.load(f)
+        if "base_signature" not in cfg:
+            raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
+                                  "(made by an older forkcode, or not a forkcode checkpoint)")
         vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
-        found = base_fingerprint(vm.model, vm.tokenizer)
-        if found != cfg["base_fingerprint"]:
-            raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r} "
-                                  f"(fingerprint {cfg['base_fingerprint']}), not on {base or cfg['base']!r} "
-                                  f"(fingerprint {found})")
+        note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
+        if note and note.startswith("refuse"):
+            raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r}, "
+                                  f"not on {base or cfg['base']!r}: {note[len('refuse: '):]}")
+        if note:
+            warnings.warn(f"value checkpoint {path}: base {base or cfg['base']!r} {note[len('requantized: '):]}",
+                          stacklevel=2)
         delta = load_file(os.path.join(path, DELTA_WEIGHTS), device=str(vm.device))
         missing = set(trainable_names(vm.model, vm.last_layers)) - set(delta)
         if missing:
@@ -115,22 +143,68 @@ class ValueModel:
         vm.model.load_state_dict(delta, strict=False)
         return vm
 
+    # -- the frozen bottom and the trained top (training reads the bottom once: valuemodel/train.py)
+
+    @contextmanager
+    def _only_layers(self, bottom):
+        """Run the backbone with just its frozen bottom layers (no final norm: the output is the
+        hidden state entering the first trained layer) or just its trained top layers."""
+        base = self.model.base_model
+        layers, norm = base.layers, base.norm
+        n = len(layers) - self.last_layers
+        try:
+            if bottom:
+                base.layers, base.norm = torch.nn.ModuleList(list(layers)[:n]), torch.nn.Identity()
+            else:
+                base.layers = torch.nn.ModuleList(list(layers)[n:])
+            yield base
+        finally:
+            base.layers, base.norm = layers, norm
+
+    @torch.no_grad()
+    def bottom_hidden(self, input_ids, attention_mask=None, past_key_values=None):
+        """Hidden states entering the first trained layer (they do not change while training), and
+        the bottom layers' KV cache (so responses can continue a shared prompt)."""
+        with self._only_layers(bottom=True) as base:
+            out = base(input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                       use_cache=past_key_values is not None)
+        return out.last_hidden_state, out.past_key_values
+
+    def top_logits(self, hidden, attention_mask=None):
+        """Per-token logits (before the sigmoid) from the hidden states bottom_hidden gave."""
+        with self._only_layers(bottom=False) as base:
+            out = base(inputs_embeds=hidden.to(self.trainable_dtype), attention_mask=attention_mask, use_cache=False)
+        head = head_module(self.model)[1]
+        return head(out.last_hidden_state.to(self.trainable_dtype)).float()[..., 0]
+
+    @property
+    def trainable_dtype(self):
+        return head_module(self.model)[1].weight.dtype
+
+    def upcast_trainable(self):
+        """The trained layers and head in fp32 (the frozen bottom keeps its dtype, e.g. bf16)."""
+        layers = decoder_layers(self.model)
+        for module in list(layers)[len(layers) - self.last_layers:] + [head_module(self.model)[1]]:
+            module.float()
+
     def freeze(self):
         names = set(trainable_names(self.model, self.last_layers))
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in names)
 
-    def save(self, path, extra=None):
-        """Writes only the trained tensors and the config that names the base."""
+    def save(self, path, extra=None, dtype=None):
+        """Writes only the trained tensors (in `dtype`, default the model's) and the config that
+        names the base."""
         from safetensors.torch import save_file
         os.makedirs(path, exist_ok=True)
         params = dict(self.model.named_parameters())
-        delta = {n: params[n].detach().contiguous().cpu() for n in trainable_names(self.model, self.last_layers)}
+        delta = {n: params[n].detach().to(dtype or params[n].dtype).contiguous().cpu()
+                 for n in trainable_names(self.model, self.last_layers)}
         tmp = os.path.join(path, f".{DELTA_WEIGHTS}.tmp")
         save_file(delta, tmp)
         os.replace(tmp, os.path.join(path, DELTA_WEIGHTS))
         cfg = {"base": self.base, "last_layers": self.last_layers,
-               "base_fingerprint": base_fingerprint(self.model, self.tokenizer),
+               "base_signature": base_signature(self.model, self.tokenizer),
                "model_type": self.model.config.model_type, **(extra or {})}
         with open(os.path.join(path, DELTA_CONFIG), "w") as f:
             json.dump(cfg, f, indent=1)

@@ -1,31 +1,46 @@
-"""Training the value head with the transformers Trainer (so accelerate/torchrun give multi-GPU,
-bf16, gradient checkpointing and resume): BCE between the per-token sigmoid output and the
-rollout's label over its own generated tokens; prompt, earlier tokens and padding are masked.
-Paper defaults: Adam (no weight decay), lr 1e-4, 2 epochs."""
+"""Training the value head (+ the last N decoder layers): a plain loop, one problem per batch.
+
+Loss, per problem: BCE between every response token's sigmoid output and the rollout's label
+(prompt, earlier context and padding are masked), each rollout's tokens averaged and the two
+classes weighted equally within the problem (balancing without oversampling); plus, with
+`pairwise` > 0, a logistic ranking term on the last-token logits of every (pass, fail) pair of the
+problem. The ranking term is what a best-of-k pick needs: the value must order samples *of the same
+problem*, which a pooled BCE mostly spends on telling easy problems from hard ones.
+
+The bottom L-N layers are frozen, so the hidden states entering the first trained layer never
+change: with a cache they are computed once (each problem's prompt once, its responses continuing
+the prompt's KV cache) and kept on disk, and every epoch runs only the top N layers and the head.
+Adam (no weight decay), lr 1e-4, 2 epochs: the paper's settings. A checkpoint after every epoch
+makes `resume` continue a killed run.
+"""
 
 import bisect
+import hashlib
 import json
+import math
 import os
-from dataclasses import dataclass
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
 
 import torch
 
 from engine.policy import vocab_fingerprint
 
 IGNORE = -100.0
+STATE = "train_state.pt"
 
 
 @dataclass
 class TrainConfig:
     epochs: float = 2.0
     lr: float = 1e-4
-    batch_size: int = 4
-    grad_accum: int = 1
+    batch_size: int = 16          # rollouts per batch; a problem with more is split
     max_length: int = 2048
     seed: int = 0
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    save_steps: int = 500
+    pairwise: float = 1.0         # weight of the within-problem ranking term (0: BCE only)
+    cache: bool = True            # compute the frozen layers once (else every step)
     logging_steps: int = 10
 
 
@@ -64,7 +79,8 @@ def make_features(rows, tokenizer, fingerprint, base_name, max_length):
         labels = [IGNORE] * (n_prompt + label_start) + [float(r["label"])] * (len(ids) - n_prompt - label_start)
         ids, labels = ids[:max_length], labels[:max_length]
         if any(x != IGNORE for x in labels):
-            feats.append({"input_ids": ids, "labels": labels})
+            feats.append({"input_ids": ids, "labels": labels, "n_prompt": min(n_prompt, len(ids)),
+                          "problem_id": r.get("problem_id", ""), "label": int(r["label"])})
     return feats
 
 
@@ -88,48 +104,212 @@ def masked_bce(logits, labels):
     return torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], labels[keep])
 
 
+def problem_loss(logits, labels, outcome, pairwise):
+    """The loss of one batch of rollouts of one problem (see the module docstring)."""
+    keep = labels != IGNORE
+    per_token = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.float(), labels.clamp(min=0), reduction="none") * keep
+    per_rollout = per_token.sum(1) / keep.sum(1).clamp(min=1)
+    pos = outcome.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos and n_neg:
+        weights = torch.where(pos, 0.5 / n_pos, 0.5 / n_neg)
+    else:
+        weights = torch.full_like(per_rollout, 1.0 / len(per_rollout))
+    loss = (weights * per_rollout).sum()
+    if pairwise and n_pos and n_neg:
+        last = keep.long().cumsum(1).argmax(1)  # index of each rollout's last labelled token
+        final = logits.float()[torch.arange(len(last)), last]
+        margins = final[pos][:, None] - final[~pos][None, :]
+        loss = loss + pairwise * torch.nn.functional.softplus(-margins).mean()
+    return loss
+
+
+class FrozenFeatures:
+    """The hidden states entering the first trained layer, per feature: from memory (computed once,
+    saved under `cache_dir`, reloaded if the same model and data come back) or, without a cache,
+    computed again for every batch."""
+
+    def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
+        self.vm, self.feats = vm, feats
+        self.hidden = None
+        self.build_seconds = 0.0
+        if use_cache:
+            start = time.perf_counter()
+            self.hidden = self._load_or_build(cache_dir, progress)
+            self.build_seconds = time.perf_counter() - start
+
+    def _key(self):
+        from valuemodel.model import base_signature
+        h = hashlib.sha256(json.dumps(base_signature(self.vm.model, self.vm.tokenizer)).encode())
+        h.update(f"{self.vm.last_layers}:{self.vm.model.dtype}".encode())
+        for f in self.feats:
+            h.update(json.dumps(f["input_ids"]).encode())
+        return h.hexdigest()[:16]
+
+    def _load_or_build(self, cache_dir, progress):
+        from safetensors.torch import load_file, save_file
+        path = os.path.join(cache_dir, f"frozen-{self._key()}.safetensors") if cache_dir else None
+        if path and os.path.exists(path):
+            stored = load_file(path)
+            return [stored[str(i)] for i in range(len(self.feats))]
+        hidden = self._build(progress)
+        if path:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = path + f".tmp{os.getpid()}"
+            save_file({str(i): h for i, h in enumerate(hidden)}, tmp)
+            os.replace(tmp, path)
+        return hidden
+
+    def _build(self, progress):
+        """Per prompt, the bottom layers run once; its responses continue the prompt's KV cache."""
+        from transformers import DynamicCache
+        by_prompt = defaultdict(list)
+        for i, f in enumerate(self.feats):
+            by_prompt[tuple(f["input_ids"][:f["n_prompt"]])].append(i)
+        hidden = [None] * len(self.feats)
+        device, pad = self.vm.device, self.vm.tokenizer.pad_token_id
+        groups = list(by_prompt.items())
+        for g, (prompt, members) in enumerate(groups):
+            if progress:
+                print(f"\rfrozen layers: prompt {g + 1}/{len(groups)}", end="", flush=True)
+            prompt = list(prompt)
+            cache = DynamicCache() if prompt else None
+            prompt_hidden = None
+            if prompt:
+                prompt_hidden, cache = self.vm.bottom_hidden(torch.tensor([prompt], device=device), past_key_values=cache)
+            for start in range(0, len(members), 16):
+                chunk = members[start:start + 16]
+                responses = [self.feats[i]["input_ids"][len(prompt):] for i in chunk]
+                longest = max(len(r) for r in responses)
+                if longest == 0:
+                    out = [torch.empty(0, prompt_hidden.shape[-1]) for _ in chunk]
+                else:
+                    ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses], device=device)
+                    mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses],
+                                        device=device)
+                    kv = None
+                    if prompt:
+                        import copy
+                        kv = copy.deepcopy(cache)
+                        kv.batch_repeat_interleave(len(chunk))
+                    h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
+                    out = [h[j, :len(r)] for j, r in enumerate(responses)]
+                for i, h in zip(chunk, out):
+                    parts = ([prompt_hidden[0]] if prompt else []) + [h]
+                    hidden[i] = torch.cat(parts).to(torch.bfloat16 if self.vm.model.dtype == torch.bfloat16
+                                                    else self.vm.model.dtype).cpu().contiguous()
+        if progress:
+            print()
+        return hidden
+
+    def batch(self, indices):
+        """(hidden, attention mask, labels, outcomes) of these features, right-padded."""
+        feats = [self.feats[i] for i in indices]
+        coll = collate(feats, self.vm.tokenizer.pad_token_id)
+        mask, device = coll["attention_mask"].to(self.vm.device), self.vm.device
+        if self.hidden is None:
+            hidden, _ = self.vm.bottom_hidden(coll["input_ids"].to(device), mask)
+        else:
+            width = mask.shape[1]
+            hidden = torch.stack([torch.nn.functional.pad(self.hidden[i], (0, 0, 0, width - len(self.hidden[i])))
+                                  for i in indices]).to(device)
+        outcome = torch.tensor([f["label"] for f in feats], device=device)
+        return hidden, mask, coll["labels"].to(device), outcome
+
+
+def problem_batches(feats, batch_size, rng):
+    """Batches of rollouts of one problem each (a problem with more than batch_size is split),
+    in a shuffled order."""
+    by_problem = defaultdict(list)
+    for i, f in enumerate(feats):
+        by_problem[f["problem_id"]].append(i)
+    batches = []
+    for pid in sorted(by_problem):
+        members = by_problem[pid]
+        rng.shuffle(members)
+        batches += [members[s:s + batch_size] for s in range(0, len(members), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
+    vm.model.train()
+    total, start = 0.0, time.perf_counter()
+    for step, indices in enumerate(batches, 1):
+        hidden, mask, labels, outcome = frozen.batch(indices)
+        loss = problem_loss(vm.top_logits(hidden, mask), labels, outcome, cfg.pairwise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        if log and step % cfg.logging_steps == 0:
+            log({"step": step, "loss": round(total / step, 5)})
+    vm.model.eval()
+    return total / max(len(batches), 1), time.perf_counter() - start
+
+
 def train(vm, data_path, out_dir, cfg=TrainConfig(), eval_path=None, resume=False, progress=True):
-    from transformers import Trainer, TrainingArguments
-
-    class ValueTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-            labels = inputs.pop("labels")
-            out = model(**inputs)
-            loss = masked_bce(out.logits, labels)
-            return (loss, out) if return_outputs else loss
-
-    fingerprint = vocab_fingerprint(vm.tokenizer)
+    """Train vm's head and last layers on an export's rows; saves the delta (bf16) to out_dir."""
     rows = read_rows(data_path)
     if not rows:
         raise ValueError(f"{data_path} holds no training rows")
+    fingerprint = vocab_fingerprint(vm.tokenizer)
     feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
-    eval_feats = make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base, cfg.max_length) if eval_path else None
-    vm.model.train()
-    args = TrainingArguments(
-        output_dir=os.path.join(out_dir, "trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        # Similar lengths in one batch: far less padding to push through the frozen layers.
-        train_sampling_strategy="group_by_length",
-        optim="adamw_torch", weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,  # = Adam
-        lr_scheduler_type="constant", warmup_steps=0, seed=cfg.seed, bf16=cfg.bf16,
-        **({"gradient_checkpointing": True} if cfg.gradient_checkpointing else {}),
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
-        eval_strategy="epoch" if eval_feats else "no", per_device_eval_batch_size=cfg.batch_size,
-        report_to=[], disable_tqdm=not progress, remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=str(vm.device) == "cpu")
-    trainer = ValueTrainer(model=vm.model, args=args, train_dataset=feats, eval_dataset=eval_feats,
-                           data_collator=lambda f: collate(f, vm.tokenizer.pad_token_id))
-    last = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-        if os.path.isdir(args.output_dir):
-            last = get_last_checkpoint(args.output_dir)
-    result = trainer.train(resume_from_checkpoint=last)
-    vm.model.eval()
-    history = [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
-    vm.save(out_dir, extra={"train": {"data": os.path.abspath(data_path), "examples": len(feats),
-                                      "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
-                                      "config": vars(cfg), "train_loss": result.training_loss,
-                                      "history": history}})
-    return result, history
+    if not feats:
+        raise ValueError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
+    os.makedirs(out_dir, exist_ok=True)
+    vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
+    frozen = FrozenFeatures(vm, feats, os.path.join(out_dir, "frozen-cache") if cfg.cache else None,
+                            use_cache=cfg.cache, progress=progress)
+    params = [p for p in vm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+    history, first_epoch = [], 0
+    state_path = os.path.join(out_dir, STATE)
+    if resume and os.path.exists(state_path):
+        state = torch.load(state_path, map_location=vm.device, weights_only=False)
+        vm.model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        history, first_epoch = state["history"], state["epoch"]
+    rng = random.Random(cfg.seed)
+    epochs = math.ceil(cfg.epochs)
+    all_batches = [problem_batches(feats, cfg.batch_size, rng) for _ in range(epochs)]
+    log = (lambda entry: print(json.dumps(entry), flush=True)) if progress else None
+    for epoch in range(first_epoch, epochs):
+        batches = all_batches[epoch]
+        if epoch + 1 > cfg.epochs:  # a fractional last epoch
+            batches = batches[:round(len(batches) * (cfg.epochs - epoch))]
+        loss, seconds = run_epoch(vm, frozen, batches, optimizer, cfg, log)
+        history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 2), "batches": len(batches)})
+        if log:
+            log(history[-1])
+        names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
+        state = {"trainable": {n: p for n, p in vm.model.state_dict().items() if n in names},
+                 "optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1}
+        tmp = state_path + f".tmp{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, state_path)
+    eval_loss = None
+    if eval_path:
+        eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
+                                                    cfg.max_length), cfg)
+    vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
+        "data": os.path.abspath(data_path), "examples": len(feats),
+        "problems": len({f["problem_id"] for f in feats}),
+        "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
+        "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
+        "history": history, "eval_loss": eval_loss}})
+    return history
+
+
+@torch.no_grad()
+def evaluate_loss(vm, feats, cfg):
+    if not feats:
+        return None
+    frozen = FrozenFeatures(vm, feats, use_cache=False)
+    batches = problem_batches(feats, cfg.batch_size, random.Random(0))
+    losses = []
+    for b in batches:
+        hidden, mask, labels, outcome = frozen.batch(b)
+        losses.append(problem_loss(vm.top_logits(hidden, mask), labels, outcome, cfg.pairwise).item())
+    return sum(losses) / len(losses)

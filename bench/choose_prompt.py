@@ -1,0 +1,46 @@
+"""Choose the prompt framing from `bench quality --strategies sample` runs of each framing on the
+same held-out problems: the higher sample pass@1 wins; within 2 points, the one with fewer tokens.
+
+  python3 -m bench.choose_prompt DIR_CODE DIR_REASON   (prints JSON: each framing's numbers, the choice)
+"""
+
+import json
+import os
+import sys
+
+from bench.quality import load_runs, summarize
+
+MARGIN = 0.02
+
+
+def framing_numbers(run_dir):
+    with open(os.path.join(run_dir, "settings.json"), encoding="utf-8") as f:
+        framing = json.load(f)["decode"]["prompt"]
+    rows = load_runs(run_dir)["sample"]
+    s = summarize({"sample": rows})["strategies"]["sample"]
+    cands = [c for r in rows for c in r["candidates"]]
+    return framing, {"problems": s["problems"], "pass@1": s["pass@1"], "pass@1_ci95": s["ci95"],
+                     "tokens_per_sample": s["policy_tokens"],
+                     "cut_at_length": sum(c["finish"] == "length" for c in cands) / len(cands)}
+
+
+def choose(numbers):
+    best = max(numbers, key=lambda f: numbers[f]["pass@1"])
+    close = [f for f in numbers if numbers[best]["pass@1"] - numbers[f]["pass@1"] <= MARGIN]
+    return min(close, key=lambda f: numbers[f]["tokens_per_sample"])
+
+
+def main(argv=None):
+    dirs = (argv if argv is not None else sys.argv[1:])
+    if len(dirs) < 2:
+        sys.exit("usage: python3 -m bench.choose_prompt DIR DIR [DIR ...]")
+    numbers = dict(framing_numbers(d) for d in dirs)
+    ids = [sorted(r["problem_id"] for r in load_runs(d)["sample"]) for d in dirs]
+    if any(i != ids[0] for i in ids):
+        sys.exit("bench.choose_prompt: the runs cover different problems")
+    print(json.dumps({"rule": f"higher sample pass@1; within {MARGIN:.0%} the fewer tokens",
+                      "framings": numbers, "chosen": choose(numbers)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

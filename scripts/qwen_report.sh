@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The Qwen2.5-Coder-0.5B quality report, every step resumable: rerun it and it goes on where it
+# stopped (each step skips the problems already in its output). Results go to results/qwen/.
+#   POLICY   the policy: hub id (default), model directory or .gguf
+#   MBPP     sanitized MBPP JSONL (the HF google-research-datasets/mbpp "sanitized" rows)
+#   STEPS    which steps to run (default: all, in order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+POLICY=${POLICY:-Qwen/Qwen2.5-Coder-0.5B-Instruct}
+MBPP=${MBPP:?set MBPP to the sanitized MBPP JSONL file}
+OUT=${OUT:-results/qwen}
+STEPS=${STEPS:-"prompt train-samples humaneval heldout"}
+SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
+chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
+
+for step in $STEPS; do
+  case $step in
+  prompt)  # the prompt framing, chosen on 20 problems of MBPP's validation split (never HumanEval)
+    for framing in code reason; do
+      bench quality --dataset "$MBPP" --split validation --limit 20 --strategies sample --k 8 \
+        --policy "$POLICY" --prompt "$framing" "${SAMPLING[@]}" --out "$OUT/prompt-$framing" --json > /dev/null
+    done
+    python3 -m bench.choose_prompt "$OUT/prompt-code" "$OUT/prompt-reason" > "$OUT/prompt.json"
+    ;;
+  train-samples)  # value-model training data: k=8 judged samples of MBPP problems outside the validation split
+    bench quality --dataset "$MBPP" --split=-validation --limit "${TRAIN_LIMIT:-0}" --strategies sample --k 8 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train" --json > /dev/null
+    ;;
+  heldout)  # held-out data for the value model's eval: every MBPP validation problem, chosen framing
+    bench quality --dataset "$MBPP" --split validation --strategies sample --k 8 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/prompt-$(chosen)" --json > /dev/null
+    ;;
+  humaneval)  # the report's samples: k=8 on all 164 HumanEval problems (test set: never trained or tuned on)
+    bench quality --dataset humaneval --strategies sample --k 8 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval" --json > /dev/null
+    ;;
+  trees)   # rollout trees (the paper's process data) on MBPP problems outside the validation split
+    datagen build --dataset "$MBPP" --split=-validation --policy "$POLICY" --out "$OUT/trees" \
+      --prompt "$(chosen)" \
+      --trunk auto --retries 3 --forks 4 --per-fork 4 "${SAMPLING[@]}" --json
+    ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
