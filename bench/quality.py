@@ -129,10 +129,10 @@ def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4
     the problems that have none yet (many problems in one batch)."""
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
-    store = TreeStore(runs, f"{strategy}.jsonl")
+    store = TreeStore(runs, f"{strategy}.jsonl", writer=True)
     done = store.done_ids()
     if strategy in ("sample", "best_of_k"):
-        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl")
+        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl", writer=True)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
         for row in sample_rows(policy, todo, cfg, timeout, max_rows):

@@ -29,7 +29,7 @@ def cmd_build(args):
                      timeout=args.timeout, mode=args.mode, prompt=args.prompt)
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
-    store = TreeStore(args.out)
+    store = TreeStore(args.out, writer=True)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})

@@ -1,8 +1,11 @@
 """Append-only JSONL storage of trees (one tree per line) that survives being killed at any point.
 
 Each tree is appended with one write and fsynced before the next problem counts as done. A run
-killed mid-write can leave a torn last line; opening the store cuts it off, so a resumed run
-redoes exactly that problem: no tree is lost and none is duplicated.
+killed mid-write can leave a torn last line: the bytes after the last newline. Only a writer
+repairs, and only that (so a resumed run redoes exactly that problem: no tree is lost and none is
+duplicated); readers ignore those bytes (an append may be under way) and never modify the file.
+Any complete line that is not a JSON row is an error naming the file and line, for writers and
+readers alike, unless a reader asks to skip (and count) such lines.
 """
 
 import json
@@ -11,40 +14,56 @@ import os
 TREES = "trees.jsonl"
 
 
+class StoreError(ValueError):
+    """A row file that cannot be read as it is; the message names the file and line."""
+
+
 class TreeStore:
     """One JSONL file of rows keyed by `problem_id` (trees here; bench uses it for decode rows)."""
 
-    def __init__(self, out_dir, name=TREES):
+    def __init__(self, out_dir, name=TREES, writer=False):
         self.dir = out_dir
         self.path = os.path.join(out_dir, name)
-        os.makedirs(out_dir, exist_ok=True)
-        self._repair()
+        self.skipped = 0
+        if writer:
+            os.makedirs(out_dir, exist_ok=True)
+            self._repair()
 
     def _repair(self):
         if not os.path.exists(self.path):
             return
+        size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             data = f.read()
         good = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-        lines = data[:good].splitlines(keepends=True)
-        # A complete line that is not JSON can only be a torn write followed by a newline: drop it.
-        while lines:
-            try:
-                json.loads(lines[-1])
-                break
-            except ValueError:
-                good -= len(lines.pop())
-        if good != len(data):
+        self.trees()  # a bad complete line is an error: nothing is cut or written then
+        if good != size:
             with open(self.path, "r+b") as f:
                 f.truncate(good)
                 f.flush()
                 os.fsync(f.fileno())
 
-    def trees(self):
+    def trees(self, skip_bad=False):
         if not os.path.exists(self.path):
             return []
-        with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(self.path, "rb") as f:
+            data = f.read()
+        rows, self.skipped = [], 0
+        for lineno, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "problem_id" not in row:
+                    raise ValueError("a row must be a JSON object with a problem_id")
+            except ValueError as exc:
+                if skip_bad:
+                    self.skipped += 1
+                    continue
+                raise StoreError(f"{self.path}:{lineno}: not a row ({str(exc).splitlines()[0][:80]}); "
+                                 "nothing was changed (fix or remove the line, or read with --skip-bad)") from None
+            rows.append(row)
+        return rows
 
     def done_ids(self):
         return {t["problem_id"] for t in self.trees()}

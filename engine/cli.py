@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import sys
 import time
 
 from engine.result import DecodeConfig
@@ -14,6 +15,10 @@ STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 NEEDS_VALUE = ("best_of_k", "beam", "tree")
 # Where the project's default value model lives (a delta on the default policy).
 DEFAULT_VALUE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "valuemodel", "default")
+
+
+PLUMBING_NOTE = ("note: the default policy, SmolLM2-135M, is a plumbing model (~2% of HumanEval); for real results "
+                 "use --policy Qwen/Qwen2.5-Coder-0.5B-Instruct (or its .gguf) --value valuemodel/qwen")
 
 
 def strategy_fn(name):
@@ -44,7 +49,7 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
                          "(train one with `valuemodel train`; no default value model is installed)")
     if path is not None:
         from valuemodel.model import ValueModel
-        value = ValueModel.load(path, dtype=dtype, device=device)
+        value = ValueModel.load(path, dtype=dtype, device=device, fallback_base=policy_spec)
         if vocab_fingerprint(value.tokenizer) != vocab_fingerprint(policy.tokenizer):
             raise ModelError(f"value model {path} (base {value.base}) does not share the policy's tokenizer "
                              f"({policy_spec}): its values would be read off the wrong tokens")
@@ -89,6 +94,8 @@ def cmd_decode(args):
             problems = problems[: args.limit]
     cfg = config_from_args(args, args.strategy)
     run = strategy_fn(args.strategy)
+    if args.policy in (None, "", "smollm2"):
+        print(PLUMBING_NOTE, file=sys.stderr)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
                                 needs_value=args.strategy in NEEDS_VALUE, strategy=args.strategy,
                                 tensor_parallel_size=args.tensor_parallel_size)
@@ -144,8 +151,8 @@ DTYPE_HELP = "auto (bf16 on GPUs and on CPUs with native bf16: avx512_bf16 or AM
 def add_prompt_option(parser):
     """--prompt, for every command that prompts a policy (decode, datagen build, bench quality).
     The choices are engine.prompts.FRAMINGS, spelt here so that --help stays light."""
-    parser.add_argument("--prompt", choices=("reason", "code"), default="reason",
-                        help="prompt framing: reason (reason briefly, then the code; the paper's) or code (the code only)")
+    parser.add_argument("--prompt", choices=("reason", "code"), default="code",
+                        help="prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)")
 
 
 def add_model_and_search_options(parser):

@@ -49,7 +49,9 @@ FRAMINGS = {
     "reason": "First reason briefly about the approach, then give the complete {what} in a single ```python code block.",
     "code": "Give only the complete {what} in a single ```python code block, with no explanation.",
 }
-DEFAULT_FRAMING = "reason"
+# The default, chosen on MBPP's validation split with Qwen2.5-Coder-0.5B (results/qwen/prompt.json): code-only
+# passed as often (54.4% vs 51.9% of samples) with 2.4x fewer tokens (77 vs 186 per sample).
+DEFAULT_FRAMING = "code"
 
 
 def messages(problem: Problem, framing: str = DEFAULT_FRAMING):

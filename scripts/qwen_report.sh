@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 POLICY=${POLICY:-Qwen/Qwen2.5-Coder-0.5B-Instruct}
 MBPP=${MBPP:?set MBPP to the sanitized MBPP JSONL file}
 OUT=${OUT:-results/qwen}
-STEPS=${STEPS:-"prompt train-samples humaneval heldout"}
+VALUE=${VALUE:-valuemodel/qwen}
+STEPS=${STEPS:-"prompt train-samples humaneval heldout data train eval rank"}
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
 
@@ -32,6 +33,21 @@ for step in $STEPS; do
     ;;
   humaneval)  # the report's samples: k=8 on all 164 HumanEval problems (test set: never trained or tuned on)
     bench quality --dataset humaneval --strategies sample --k 8 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval" --json > /dev/null
+    ;;
+  data)     # training rows from the MBPP samples; the held-out rows from the validation split's samples
+    datagen export "$OUT/mbpp-train" --out runs/qwen/train-data --test-fraction 0 --json > /dev/null
+    datagen export "$OUT/prompt-$(chosen)" --out runs/qwen/heldout-data --test-fraction 1 --json > /dev/null
+    ;;
+  train)    # the value model: head + last 2 layers on the policy's own model (a bf16 delta, ~60 MB)
+    valuemodel train --data runs/qwen/train-data --base "$POLICY" --base-id Qwen/Qwen2.5-Coder-0.5B-Instruct \
+      --out "$VALUE" --last-layers 2 --epochs "${EPOCHS:-2}" --max-length 1024 --resume
+    ;;
+  eval)     # the paper's metrics and within-problem ranking on the held-out MBPP validation samples
+    valuemodel eval --value "$VALUE" --data runs/qwen/heldout-data --out "$VALUE/report" --max-length 1024 --json > /dev/null
+    ;;
+  rank)     # best_of_k on HumanEval: the value model picks among the stored samples; the report
+    bench quality --dataset humaneval --strategies best_of_k --k 8 --value "$VALUE" \
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval" --json > /dev/null
     ;;
   trees)   # rollout trees (the paper's process data) on MBPP problems outside the validation split

@@ -11,7 +11,7 @@ import pytest
 
 from datagen.export import balance, export, split_problems, tree_stats
 from engine.prompts import build_program, code_block_closed, extract_code, messages
-from datagen.store import TreeStore
+from datagen.store import StoreError, TreeStore
 from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
 from engine.policy import ModelError, SamplingParams, resolve_model
 from judge import Problem, ProblemError, load_dataset
@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_prompt_framing_per_problem_kind():
     stdio_p, call_p = load_dataset(APPS_DIR)
     he = load_dataset("humaneval")[0]
-    texts = {name: messages(p)[-1]["content"] for name, p in
+    texts = {name: messages(p, "reason")[-1]["content"] for name, p in
              (("stdio", stdio_p), ("call", call_p), ("humaneval", he))}
     assert "standard input" in texts["stdio"] and "starter code" not in texts["stdio"]
     assert "starter code" in texts["call"] and "class Solution" in texts["call"]
@@ -186,10 +186,21 @@ def test_store_cuts_torn_last_line(tmp_path):
     store.append({"problem_id": "b"})
     with open(store.path, "ab") as f:
         f.write(b'{"problem_id": "c", "trunk": {"tok')  # killed mid-write
-    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"}
+    # A reader ignores the torn bytes and leaves the file as it is; only a writer cuts them.
+    torn = open(store.path, "rb").read()
+    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"} and open(store.path, "rb").read() == torn
+    assert TreeStore(str(tmp_path), writer=True).done_ids() == {"a", "b"}
+    assert open(store.path, "rb").read().endswith(b'"b"}\n')
+    # A complete line that does not parse is no crash's doing: an error naming the line, file unchanged.
     with open(store.path, "ab") as f:
-        f.write(b'{"problem_id": "d", "tr\n')  # torn, then a newline from a later append
-    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"}
+        f.write(b'not json\n{"problem_id": "e"}\n')
+    before = open(store.path, "rb").read()
+    for writer in (False, True):
+        with pytest.raises(StoreError, match=r"trees.jsonl:3: not a row"):
+            TreeStore(str(tmp_path), writer=writer).trees()
+        assert open(store.path, "rb").read() == before
+    reader = TreeStore(str(tmp_path))
+    assert [t["problem_id"] for t in reader.trees(skip_bad=True)] == ["a", "b", "e"] and reader.skipped == 1
 
 
 def _build(model_dir, dataset, out):

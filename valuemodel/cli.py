@@ -22,6 +22,7 @@ def cmd_train(args):
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                       seed=args.seed, pairwise=args.pairwise, cache=not args.no_cache)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
+    vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
     last = history[-1] if history else {}
     print(json.dumps({"out": args.out, "history": history}) if args.json
@@ -76,6 +77,8 @@ def main(argv=None):
     t.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
     t.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
     t.add_argument("--out", required=True, help="where the delta checkpoint goes")
+    t.add_argument("--base-id", default=None,
+                   help="the name to record as the base (e.g. the hub id of the model a local --base copy came from)")
     t.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
     t.add_argument("--epochs", type=float, default=2.0)
     t.add_argument("--lr", type=float, default=1e-4)

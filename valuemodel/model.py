@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
+from datagen.store import write_json_atomic
 from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
@@ -117,18 +118,33 @@ class ValueModel:
         return vm
 
     @classmethod
-    def load(cls, path, base=None, dtype="auto", device="auto"):
-        """Base + delta. `base` overrides the base named in the checkpoint (same weights, moved)."""
+    def load(cls, path, base=None, dtype="auto", device="auto", fallback_base=None):
+        """Base + delta. `base` overrides the base named in the checkpoint (same weights, moved);
+        `fallback_base` is tried when the named base cannot be loaded here (a hub id offline: the
+        policy's own copy of the same model, e.g. its GGUF)."""
         from safetensors.torch import load_file
         cfg_path = os.path.join(path, DELTA_CONFIG)
         if not os.path.exists(cfg_path):
             raise ValueModelError(f"no value model at {path} (missing {DELTA_CONFIG})")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} is unreadable ({str(exc).splitlines()[0][:100]})") from None
+        if not isinstance(cfg, dict) or not {"base", "last_layers"} <= set(cfg):
+            raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} lacks 'base' or 'last_layers' "
+                                  "(not a forkcode value checkpoint, or a damaged one)")
         if "base_signature" not in cfg:
             raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                                   "(made by an older forkcode, or not a forkcode checkpoint)")
-        vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
+        try:
+            vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
+        except ModelError:
+            if base or not fallback_base:
+                raise
+            base = fallback_base
+            vm = cls.from_base(base, cfg["last_layers"], dtype, device)
+            vm.base = cfg["base"]
         note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
         if note and note.startswith("refuse"):
             raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r}, "
@@ -136,7 +152,11 @@ class ValueModel:
         if note:
             warnings.warn(f"value checkpoint {path}: base {base or cfg['base']!r} {note[len('requantized: '):]}",
                           stacklevel=2)
-        delta = load_file(os.path.join(path, DELTA_WEIGHTS), device=str(vm.device))
+        try:
+            delta = load_file(os.path.join(path, DELTA_WEIGHTS), device=str(vm.device))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+            raise ValueModelError(f"value checkpoint {path}: {DELTA_WEIGHTS} is missing or damaged "
+                                  f"({str(exc).splitlines()[0][:100]})") from None
         missing = set(trainable_names(vm.model, vm.last_layers)) - set(delta)
         if missing:
             raise ValueModelError(f"value checkpoint {path} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
@@ -206,8 +226,7 @@ class ValueModel:
         cfg = {"base": self.base, "last_layers": self.last_layers,
                "base_signature": base_signature(self.model, self.tokenizer),
                "model_type": self.model.config.model_type, **(extra or {})}
-        with open(os.path.join(path, DELTA_CONFIG), "w") as f:
-            json.dump(cfg, f, indent=1)
+        write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 
     # -- scoring --------------------------------------------------------------------------------
 

@@ -127,7 +127,7 @@ def problem_loss(logits, labels, outcome, pairwise):
 
 class FrozenFeatures:
     """The hidden states entering the first trained layer, per feature: from memory (computed once,
-    saved under `cache_dir`, reloaded if the same model and data come back) or, without a cache,
+    saved under `cache_dir` ($FORKCODE_CACHE/frozen), reloaded if the same model and data come back) or, without a cache,
     computed again for every batch."""
 
     def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
@@ -235,10 +235,14 @@ def problem_batches(feats, batch_size, rng):
 
 def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
     vm.model.train()
+    # Over a bf16 base, the trained layers compute in bf16 too (autocast; fp32 master weights and loss).
+    low = vm.model.get_input_embeddings().weight.dtype == torch.bfloat16
     total, start = 0.0, time.perf_counter()
     for step, indices in enumerate(batches, 1):
         hidden, mask, labels, outcome = frozen.batch(indices)
-        loss = problem_loss(vm.top_logits(hidden, mask), labels, outcome, cfg.pairwise)
+        with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
+            logits = vm.top_logits(hidden, mask)
+        loss = problem_loss(logits, labels, outcome, cfg.pairwise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -260,7 +264,8 @@ def train(vm, data_path, out_dir, cfg=TrainConfig(), eval_path=None, resume=Fals
         raise ValueError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
     os.makedirs(out_dir, exist_ok=True)
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
-    frozen = FrozenFeatures(vm, feats, os.path.join(out_dir, "frozen-cache") if cfg.cache else None,
+    from engine.policy import cache_root
+    frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     params = [p for p in vm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
@@ -293,6 +298,7 @@ def train(vm, data_path, out_dir, cfg=TrainConfig(), eval_path=None, resume=Fals
     if eval_path:
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
                                                     cfg.max_length), cfg)
+    os.remove(state_path)  # the epoch checkpoint only serves --resume of an unfinished run
     vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
         "data": os.path.abspath(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
