@@ -67,8 +67,8 @@ def cmd_quality(args):
     report(args.out, console, args.json)
 
 
-def report(out_dir, console, as_json):
-    summary = write_report(out_dir)
+def report(out_dir, console, as_json, skip_bad=False):
+    summary = write_report(out_dir, skip_bad)
     if as_json:
         print(json.dumps(summary))
         return
@@ -88,7 +88,7 @@ def cmd_report(args):
     from rich.console import Console
     if not os.path.exists(os.path.join(args.dir, SETTINGS)):
         raise ValueError(f"{args.dir} is not a `bench quality` directory (no {SETTINGS})")
-    report(args.dir, Console(stderr=True), args.json)
+    report(args.dir, Console(stderr=True), args.json, args.skip_bad)
 
 
 def main(argv=None):
@@ -107,6 +107,7 @@ def main(argv=None):
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")
     r.add_argument("dir")
+    r.add_argument("--skip-bad", action="store_true", help="skip lines of the run files that are not rows")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     from engine.policy import ModelError

@@ -353,19 +353,19 @@ def plot(summary, path):
     return True
 
 
-def load_runs(out_dir):
+def load_runs(out_dir, skip_bad=False):
     rows = {}
     for strategy in STRATEGIES:
         store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl")
         if os.path.exists(store.path):
-            rows[strategy] = store.trees()
+            rows[strategy] = store.trees(skip_bad=skip_bad)
     return rows
 
 
-def write_report(out_dir):
+def write_report(out_dir, skip_bad=False):
     with open(os.path.join(out_dir, SETTINGS), encoding="utf-8") as f:
         settings = json.load(f)
-    rows = load_runs(out_dir)
+    rows = load_runs(out_dir, skip_bad)
     if not rows:
         raise ValueError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
     summary = summarize(rows)

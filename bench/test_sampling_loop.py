@@ -7,7 +7,6 @@ The policy is `FORKCODE_BENCH_POLICY` (e.g. the Qwen2.5-Coder-0.5B GGUF), else S
 import os
 import time
 
-import pytest
 import torch
 
 from engine.policy import HFPolicy, SamplingParams, cpu_has_native_bf16

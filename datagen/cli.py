@@ -79,7 +79,7 @@ def cmd_build(args):
 
 def cmd_stats(args):
     store = _existing_store(args.dir)
-    trees = store.trees()
+    trees = _read(store, args)
     if trees and "trunk" not in trees[0]:
         fail(f"{store.path} holds judged samples, not trees: `bench report {args.dir}` summarizes them")
     stats = tree_stats(trees)
@@ -109,7 +109,7 @@ def cmd_stats(args):
 
 def cmd_export(args):
     store = _existing_store(args.dir)
-    stats = export(store.trees(), args.out, balanced=args.balanced, test_fraction=args.test_fraction,
+    stats = export(_read(store, args), args.out, balanced=args.balanced, test_fraction=args.test_fraction,
                    seed=args.seed)
     if args.json:
         print(json.dumps(stats))
@@ -118,6 +118,13 @@ def cmd_export(args):
         print(f"{name:17s} {r['examples']:6d} examples, {r['positive']} positive "
               f"({r['positive_fraction']}), {r['negative']} negative")
     print(f"problems: {stats['problems']['train']} train, {stats['problems']['test']} test -> {args.out}")
+
+
+def _read(store, args):
+    rows = store.trees(skip_bad=args.skip_bad)
+    if store.skipped:
+        print(f"datagen: skipped {store.skipped} bad lines of {store.path}", file=sys.stderr)
+    return rows
 
 
 def _existing_store(path):
@@ -157,6 +164,7 @@ def main(argv=None):
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
     s.add_argument("dir")
+    s.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     s.add_argument("--json", action="store_true")
     e = sub.add_parser("export", help="per-token training data split by problem")
     e.add_argument("dir")
@@ -164,6 +172,7 @@ def main(argv=None):
     e.add_argument("--balanced", action="store_true", help="oversample each problem's minority class in train")
     e.add_argument("--test-fraction", type=float, default=0.2)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     e.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     from engine.policy import ModelError

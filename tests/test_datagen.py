@@ -295,3 +295,21 @@ def test_export_of_judged_samples_and_a_held_out_only_split(tmp_path):
     assert stats["problems"] == {"train": 0, "test": 4} and len(test) == 12
     assert [(r["example_id"], r["label"], r["label_start"]) for r in test[:3]] == [("s0", 1, 0), ("s1", 0, 0), ("s2", 0, 0)]
     assert test[0]["response_tokens"] == [5, 6, 7] and test[0]["tokenizer"] == "t"
+
+
+def test_read_only_commands_never_change_a_damaged_store(tmp_path):
+    """The reported case: a trees.jsonl whose last two lines are not JSON. stats and export stop with
+    one line naming the file and line, exit non-zero, and leave the file byte-identical."""
+    path = tmp_path / "trees.jsonl"
+    good = "".join(json.dumps(_fake_tree(f"p{i}", ["pass", "wrong_answer"])) + "\n" for i in range(2))
+    path.write_bytes((good + "{not json\nalso bad\n").encode())
+    before = path.read_bytes()
+    for args in (["stats", str(tmp_path)], ["export", str(tmp_path), "--out", str(tmp_path / "data")]):
+        r = subprocess.run([sys.executable, "-m", "datagen.cli", *args], capture_output=True, text=True, cwd=REPO)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "trees.jsonl:3: not a row" in r.stderr and "Traceback" not in r.stderr
+        assert path.read_bytes() == before
+    r = subprocess.run([sys.executable, "-m", "datagen.cli", "stats", str(tmp_path), "--skip-bad", "--json"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout)["trees"] == 2 and "skipped 2 bad lines" in r.stderr
+    assert path.read_bytes() == before

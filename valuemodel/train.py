@@ -253,8 +253,9 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
     return total / max(len(batches), 1), time.perf_counter() - start
 
 
-def train(vm, data_path, out_dir, cfg=TrainConfig(), eval_path=None, resume=False, progress=True):
+def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True):
     """Train vm's head and last layers on an export's rows; saves the delta (bf16) to out_dir."""
+    cfg = cfg or TrainConfig()
     rows = read_rows(data_path)
     if not rows:
         raise ValueError(f"{data_path} holds no training rows")
