@@ -76,7 +76,7 @@ def report(out_dir, console, as_json, skip_bad=False):
         console.print(f"{name:10s} pass@1 {r['pass@1']:.1%} ({r['problems']} problems), "
                       f"policy tokens {r['policy_tokens']:.0f}, value tokens {r['value_tokens']:.0f} per problem")
     sel = summary["best_of_k_selection"]
-    if sel and sel["pass@1"]["relative_gain"] is not None:
+    if sel and sel.get("pass@1") and sel["pass@1"]["relative_gain"] is not None:
         s = sel["pass@1"]
         console.print(f"best_of_k value-picked pass@1 {s['value_picked']:.1%} vs random pick {s['random_pick']:.1%} "
                       f"({s['relative_gain']:+.1%} relative)")

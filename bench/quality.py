@@ -200,6 +200,8 @@ def summarize(rows_by_strategy, k_report=3):
                            f"pass@{k}": _mean(passk), f"pass@{k}_ci95": wilson(int(sum(passk)), len(rows)),
                            **_per_problem_costs(rows, divide=k)}
         table["sample"]["value_tokens"] = 0.0
+        # Before any value model has ranked them, the samples still compare the other rankers.
+        selection = {"k": k, "rankers": rankers(rows)}
     rows = rows_by_strategy.get("best_of_k") or []
     if rows:
         items = [_expanded(r) for r in rows]
@@ -232,7 +234,8 @@ def rankers(best_of_k_rows):
         labels = [int(c["passed"]) for c in samples]
         lp = [c.get("mean_logprob") for c in samples]
         per_problem.append({
-            "value": top_k_pass([(c["value"], y) for c, y in zip(samples, labels)], 1),
+            "value": None if any(c["value"] is None for c in samples) else
+            top_k_pass([(c["value"], y) for c, y in zip(samples, labels)], 1),
             "mean_logprob": None if None in lp and len(set(lp)) == 1 else
             top_k_pass([(-math.inf if v is None else v, y) for v, y in zip(lp, labels)], 1),
             "random": random_pass_at_k(len(labels), sum(labels), 1),
@@ -240,6 +243,8 @@ def rankers(best_of_k_rows):
     names = ["value", "mean_logprob", "random", "oracle"]
     if any(p["mean_logprob"] is None for p in per_problem):
         names.remove("mean_logprob")  # rows from before log-probs were stored
+    if any(p["value"] is None for p in per_problem):
+        names.remove("value")  # samples no value model has ranked yet
 
     def gap(name):
         def stat(sample):
@@ -294,7 +299,7 @@ def markdown(summary, settings):
                       f"{_ci(r[f'pass@{k}_ci95'])}. pass@1 intervals are Wilson intervals over problems; "
                       "the sample row's is a bootstrap over problems (it averages fractions)."]
     sel = summary["best_of_k_selection"]
-    if sel:
+    if sel and "pass@1" in sel:
         lines += ["", f"## Value-picked against random pick (best_of_k, the same {sel['k']} samples)", "",
                   "| metric | value-picked | random pick (exact expectation) | relative gain | gain 95% interval | difference 95% interval | problems |",
                   "|---|---|---|---|---|---|---|"]
@@ -309,6 +314,7 @@ def markdown(summary, settings):
             lines.append(f"| {key} | {_pct(s['value_picked'])} | {_pct(s['random_pick'])} | {g} | {gi} | {di} | {s['problems']} |")
         lines += ["", "A problem where no sample passes (or all do) gives the value model nothing to pick: "
                       "the gain comes only from problems with mixed samples."]
+    if sel:
         labels = {"value": "value model", "mean_logprob": "policy mean token log-prob", "random": "random pick (exact)",
                   "oracle": f"oracle (pass@{sel['k']})"}
         lines += ["", f"## Rankers over the same {sel['k']} samples", "",

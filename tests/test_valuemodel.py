@@ -278,3 +278,15 @@ def test_calibration_known_answer():
     assert c["brier"] == pytest.approx((0.05 ** 2 + 0.95 ** 2 + 0.05 ** 2 + 0.05 ** 2) / 4)
     assert c["ece"] == pytest.approx(0.5 * abs(0.05 - 0.5) + 0.5 * abs(0.95 - 1.0))
     assert [b["count"] for b in c["bins"]] == [2, 2]
+
+
+def test_within_problem_auroc_ignores_problem_difficulty():
+    from valuemodel.metrics import within_problem_auroc
+    # Pooled, the easy problem's high values would dominate; within each problem the order is what counts.
+    groups = {"easy": [(0.9, 1), (0.8, 0), (0.95, 1)], "hard": [(0.1, 0), (0.2, 1), (0.2, 0)],
+              "all-fail": [(0.5, 0), (0.4, 0)]}
+    w = within_problem_auroc(groups)
+    assert w["problems"] == 2 and w["pairs"] == 2 + 2
+    assert w["pairs_auroc"] == pytest.approx((2 + 1.5) / 4)
+    assert w["mean_problem_auroc"] == pytest.approx((1.0 + 0.75) / 2)
+    assert within_problem_auroc({"x": [(0.3, 1)]})["pairs_auroc"] is None
