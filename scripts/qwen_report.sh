@@ -12,6 +12,8 @@ OUT=${OUT:-results/qwen}
 VALUE=${VALUE:-valuemodel/qwen}
 STEPS=${STEPS:-"prompt train-samples humaneval heldout data train eval rank"}
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
+# A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
+if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
 chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
 
 for step in $STEPS; do
@@ -44,7 +46,7 @@ for step in $STEPS; do
       --out "$VALUE" --last-layers 2 --epochs "${EPOCHS:-2}" --max-length 1024 --resume
     ;;
   eval)     # the paper's metrics and within-problem ranking on the held-out MBPP validation samples
-    valuemodel eval --value "$VALUE" --data runs/qwen/heldout-data --out "$VALUE/report" --max-length 1024 --json > /dev/null
+    valuemodel eval --value "$VALUE" --base "$POLICY" --data runs/qwen/heldout-data --out "$VALUE/report" --max-length 1024 --json > /dev/null
     ;;
   rank)     # best_of_k on HumanEval: the value model picks among the stored samples; the report
     bench quality --dataset humaneval --strategies best_of_k --k 8 --value "$VALUE" \

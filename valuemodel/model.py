@@ -137,14 +137,22 @@ class ValueModel:
         if "base_signature" not in cfg:
             raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                                   "(made by an older forkcode, or not a forkcode checkpoint)")
-        try:
-            vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
-        except ModelError:
-            if base or not fallback_base:
+        vm, refused = None, None
+        if not base and fallback_base and not os.path.exists(cfg["base"]):
+            # A hub id (or a moved path): the policy's local copy first, no network, if it is the same model.
+            candidate = cls.from_base(fallback_base, cfg["last_layers"], dtype, device)
+            refused = compare_base(cfg["base_signature"], base_signature(candidate.model, candidate.tokenizer))
+            if not (refused or "").startswith("refuse"):
+                vm, base, refused = candidate, fallback_base, None
+                vm.base = cfg["base"]
+        if vm is None:
+            try:
+                vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
+            except ModelError:
+                if refused:
+                    raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r} (not loadable "
+                                          f"here), not on {fallback_base!r}: {refused[len('refuse: '):]}") from None
                 raise
-            base = fallback_base
-            vm = cls.from_base(base, cfg["last_layers"], dtype, device)
-            vm.base = cfg["base"]
         note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
         if note and note.startswith("refuse"):
             raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r}, "
