@@ -102,7 +102,7 @@ def test_unreachable_base_falls_back_to_the_policys_copy(tiny_model_dir, tmp_pat
     with pytest.raises(ModelError):
         ValueModel.load(str(tmp_path / "vm"), dtype="float32", device="cpu")
     again = ValueModel.load(str(tmp_path / "vm"), dtype="float32", device="cpu", fallback_base=tiny_model_dir)
-    assert again.base == vm.base and again.values([[5, 6, 7]]) == pytest.approx(vm.values([[5, 6, 7]]), abs=2e-3)
+    assert again.base == vm.base and again.values([[5, 6, 7]])[0] == pytest.approx(vm.values([[5, 6, 7]])[0], abs=2e-3)
     other = make_tiny_model(str(tmp_path / "other"), seed=1)
     with pytest.raises(ValueModelError, match="other weights"):
         ValueModel.load(str(tmp_path / "vm"), dtype="float32", device="cpu", fallback_base=other)
