@@ -13,10 +13,10 @@ from bench.quality import load_runs, summarize
 MARGIN = 0.02
 
 
-def framing_numbers(run_dir):
+def framing_numbers(run_dir, problems):
     with open(os.path.join(run_dir, "settings.json"), encoding="utf-8") as f:
         framing = json.load(f)["decode"]["prompt"]
-    rows = load_runs(run_dir)["sample"]
+    rows = [r for r in load_runs(run_dir)["sample"] if r["problem_id"] in problems]
     s = summarize({"sample": rows})["strategies"]["sample"]
     cands = [c for r in rows for c in r["candidates"]]
     return framing, {"problems": s["problems"], "pass@1": s["pass@1"], "pass@1_ci95": s["ci95"],
@@ -34,10 +34,11 @@ def main(argv=None):
     dirs = (argv if argv is not None else sys.argv[1:])
     if len(dirs) < 2:
         sys.exit("usage: python3 -m bench.choose_prompt DIR DIR [DIR ...]")
-    numbers = dict(framing_numbers(d) for d in dirs)
-    ids = [sorted(r["problem_id"] for r in load_runs(d)["sample"]) for d in dirs]
-    if any(i != ids[0] for i in ids):
-        sys.exit("bench.choose_prompt: the runs cover different problems")
+    # Compared on the problems every run covers (a run may since have been extended).
+    common = set.intersection(*({r["problem_id"] for r in load_runs(d)["sample"]} for d in dirs))
+    if not common:
+        sys.exit("bench.choose_prompt: the runs share no problem")
+    numbers = dict(framing_numbers(d, common) for d in dirs)
     print(json.dumps({"rule": f"higher sample pass@1; within {MARGIN:.0%} the fewer tokens",
                       "framings": numbers, "chosen": choose(numbers)}, indent=1))
 

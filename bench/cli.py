@@ -47,7 +47,11 @@ def cmd_quality(args):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         free = ("limit", "value")  # the value model only matters to the runs it ranked or guided
-        if {k: v for k, v in old.items() if k not in free} != {k: v for k, v in settings.items() if k not in free}:
+
+        def same(s):  # one dataset file under two spellings of its path is the same dataset
+            s = {k: v for k, v in s.items() if k not in free}
+            return {**s, "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
+        if same(old) != same(settings):
             raise ValueError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
         if old.get("value") != settings["value"] and guided:
