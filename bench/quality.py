@@ -97,30 +97,28 @@ def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
 
 
 def rank_samples(value, row):
-    """best_of_k on stored samples: identical programs are scored once (their weight counts the
-    copies), every distinct one gets the value model's value at its last token, the highest wins
-    (ties: the earlier sample), as engine.best_of_k does. Cost = the samples' plus the value pass."""
-    unique = {}
-    for c in row["candidates"]:
-        if c["program"] in unique:
-            unique[c["program"]]["weight"] += 1
-        else:
-            unique[c["program"]] = {**c, "weight": 1}
-    cands = list(unique.values())
+    """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
+    once, their weight counting the copies; the highest value at the last token wins, ties to the
+    earlier sample). Cost = the samples' plus the value pass."""
+    from engine.best_of_k import rank_candidates
+    from engine.result import Candidate
+    stored = {}
+    for s in row["candidates"]:
+        stored.setdefault(s["program"], s)  # a folded copy's verdict is its first sample's
     before, start = value.tokens_scored, time.perf_counter()
-    finals = value.final_values(row["prompt_tokens"], [c["tokens"] for c in cands])
+    ranked = rank_candidates(value, row["prompt_tokens"],
+                             [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"]) for s in row["candidates"]])
     seconds = time.perf_counter() - start
-    ranked = sorted(zip(cands, finals), key=lambda cv: -cv[1])
-    best, best_value = ranked[0]
     wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
     wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)
     stats = {**row["stats"], "value_tokens": value.tokens_scored - before, "wall_s": wall,
-             "unique_programs": len(cands)}
+             "unique_programs": len(ranked)}
+    best = stored[ranked[0].program]
     return {"problem_id": row["problem_id"], "strategy": "best_of_k", "passed": best["passed"],
-            "verdict": best["verdict"], "value": best_value, "stats": stats,
-            "candidates": [{"value": v, "passed": c["passed"], "verdict": c["verdict"], "weight": c["weight"],
-                            "tokens": len(c["tokens"]), "finish": c["finish"], "mean_logprob": c["mean_logprob"]}
-                           for c, v in ranked]}
+            "verdict": best["verdict"], "value": ranked[0].value, "stats": stats,
+            "candidates": [{"value": c.value, "passed": stored[c.program]["passed"], "verdict": stored[c.program]["verdict"],
+                            "weight": 1 + c.duplicates, "tokens": len(c.tokens), "finish": c.finish_reason,
+                            "mean_logprob": stored[c.program]["mean_logprob"]} for c in ranked]}
 
 
 def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):

@@ -32,12 +32,11 @@ class TreeStore:
     def _repair(self):
         if not os.path.exists(self.path):
             return
-        size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             data = f.read()
         good = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-        self.trees()  # a bad complete line is an error: nothing is cut or written then
-        if good != size:
+        self._parse(data)  # a bad complete line is an error: nothing is cut or written then
+        if good != len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
                 f.flush()
@@ -47,7 +46,10 @@ class TreeStore:
         if not os.path.exists(self.path):
             return []
         with open(self.path, "rb") as f:
-            data = f.read()
+            return self._parse(f.read(), skip_bad)
+
+    def _parse(self, data, skip_bad=False):
+        """The rows of the file's bytes up to the last newline (an append may be under way after it)."""
         rows, self.skipped = [], 0
         for lineno, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), 1):
             if not line.strip():

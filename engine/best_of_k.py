@@ -23,11 +23,10 @@ def sample_candidates(policy, problem, cfg, n, temperature):
     return prompt, [to_candidate(problem, c) for c in completions]
 
 
-def best_of_k(policy, value, problem, cfg):
-    stats = Stats(policy, value)
-    with stats.phase("sample"):
-        prompt, candidates = sample_candidates(policy, problem, cfg, cfg.k, cfg.temperature)
-    if cfg.dedupe:
+def rank_candidates(value, prompt, candidates, dedupe=True):
+    """The candidates best first by their value at the last token. With dedupe, identical programs
+    are scored once: later copies fold into the first (its `duplicates` counts them)."""
+    if dedupe:
         unique = {}
         for c in candidates:
             if c.program in unique:
@@ -35,11 +34,18 @@ def best_of_k(policy, value, problem, cfg):
             else:
                 unique[c.program] = c
         candidates = list(unique.values())
-    with stats.phase("value"):
-        finals = value.final_values(prompt, [c.tokens for c in candidates])
+    finals = value.final_values(prompt, [c.tokens for c in candidates])
     for c, v in zip(candidates, finals):
         c.value = v
     # Stable sort: among equal values the earlier sample wins.
-    ranked = sorted(candidates, key=lambda c: -c.value)
+    return sorted(candidates, key=lambda c: -c.value)
+
+
+def best_of_k(policy, value, problem, cfg):
+    stats = Stats(policy, value)
+    with stats.phase("sample"):
+        prompt, candidates = sample_candidates(policy, problem, cfg, cfg.k, cfg.temperature)
+    with stats.phase("value"):
+        ranked = rank_candidates(value, prompt, candidates, cfg.dedupe)
     stats.extra["unique_programs"] = len(ranked)
     return DecodeResult("best_of_k", ranked[0].program, ranked[0].value, ranked, stats.as_dict())

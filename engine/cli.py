@@ -94,7 +94,8 @@ def cmd_decode(args):
             problems = problems[: args.limit]
     cfg = config_from_args(args, args.strategy)
     run = strategy_fn(args.strategy)
-    if args.policy in (None, "", "smollm2"):
+    from engine.policy import DEFAULT_POLICY
+    if args.policy in (None, "", DEFAULT_POLICY):
         print(PLUMBING_NOTE, file=sys.stderr)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
                                 needs_value=args.strategy in NEEDS_VALUE, strategy=args.strategy,

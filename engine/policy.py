@@ -239,6 +239,17 @@ class TokenizerOps:
             self._backtick_ids = {i for i, t in enumerate(vocab) if t and "`" in t}
         return self._backtick_ids
 
+    def _ended(self, prefix, toks, params):
+        """Why a completion ends at its last token `toks[-1]` ("eos" or "stop"), or None if it goes on."""
+        tok = toks[-1]
+        if tok in self.eos_ids and not params.ignore_eos:
+            return "eos"
+        if params.stop and self._hit_stop(toks, params.stop):
+            return "stop"
+        if params.stop_fn and tok in self.backtick_ids and params.stop_fn(prefix, toks):
+            return "stop"
+        return None
+
     def _hit_stop(self, toks, stops):
         tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
         return any(s in tail for s in stops)
@@ -410,12 +421,9 @@ class HFPolicy(TokenizerOps):
             for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp)):
                 tokens[i].append(tok)
                 logprobs[i].append(lp)
-                if tok in self.eos_ids and not params.ignore_eos:
-                    finish[i] = "eos"
-                elif params.stop and self._hit_stop(tokens[i], params.stop):
-                    finish[i] = "stop"
-                elif params.stop_fn and tok in self.backtick_ids and params.stop_fn(prefixes[i // k], tokens[i]):
-                    finish[i] = "stop"
+                ended = self._ended(prefixes[i // k], tokens[i], params)
+                if ended:
+                    finish[i] = ended
                 else:
                     keep.append(b)
             self.stats.generated_tokens += len(rows)
@@ -524,16 +532,13 @@ class _Batch:
         keep, done = [], []
         for b, ((r, i), tok, lp) in enumerate(zip(self.rows, nxt.tolist(), chosen)):
             req = self.requests[r]
-            p, toks = req["params"], req["tokens"][i]
+            toks = req["tokens"][i]
             toks.append(tok)
             req["logprobs"][i].append(lp)
-            if tok in policy.eos_ids and not p.ignore_eos:
-                req["finish"][i] = "eos"
-            elif p.stop and policy._hit_stop(toks, p.stop):
-                req["finish"][i] = "stop"
-            elif p.stop_fn and tok in policy.backtick_ids and p.stop_fn(req["prefix"], toks):
-                req["finish"][i] = "stop"
-            elif len(toks) < p.max_new_tokens:
+            ended = policy._ended(req["prefix"], toks, req["params"])
+            if ended:
+                req["finish"][i] = ended
+            elif len(toks) < req["params"].max_new_tokens:
                 keep.append(b)
                 continue
             req["left"] -= 1
@@ -544,8 +549,8 @@ class _Batch:
             self._select(keep)
         if self.rows:
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-            logits, self.cache = policy._forward(nxt[keep][:, None] if len(keep) < len(nxt) else nxt[:, None],
-                                                 self.cache, self.mask, self.pos[:, None], last_only=True)
+            logits, self.cache = policy._forward(nxt[keep][:, None], self.cache, self.mask, self.pos[:, None],
+                                                 last_only=True)
             self.logits = logits[:, -1, :]
             self.pos = self.pos + 1
         for r in done:
@@ -560,7 +565,7 @@ class _Batch:
             return
         idx = torch.tensor(keep, device=self.policy.device)
         self.cache.batch_select_indices(idx)
-        self.mask, self.pos, self.logits = self.mask[idx], self.pos[idx], self.logits[idx]
+        self.mask, self.pos = self.mask[idx], self.pos[idx]  # the logits are replaced by the next forward
         # Columns that are padding in every remaining row are dropped, so the cache does not keep
         # the length of rows that have left.
         start = int(self.mask.argmax(dim=1).min())

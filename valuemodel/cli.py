@@ -88,7 +88,7 @@ def main(argv=None):
     t.add_argument("--pairwise", type=float, default=1.0,
                    help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
     t.add_argument("--no-cache", action="store_true",
-                   help="recompute the frozen layers every step instead of once (OUT/frozen-cache)")
+                   help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     t.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in OUT")
     t.add_argument("--eval", action="store_true", help="report the test loss at the end (export directory only)")
     s = sub.add_parser("score", help="value of a program for a problem")

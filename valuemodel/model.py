@@ -137,23 +137,23 @@ class ValueModel:
         if "base_signature" not in cfg:
             raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                                   "(made by an older forkcode, or not a forkcode checkpoint)")
-        vm, refused = None, None
+        vm = note = None
         if not base and fallback_base and not os.path.exists(cfg["base"]):
             # A hub id (or a moved path): the policy's local copy first, no network, if it is the same model.
             candidate = cls.from_base(fallback_base, cfg["last_layers"], dtype, device)
-            refused = compare_base(cfg["base_signature"], base_signature(candidate.model, candidate.tokenizer))
-            if not (refused or "").startswith("refuse"):
-                vm, base, refused = candidate, fallback_base, None
+            note = compare_base(cfg["base_signature"], base_signature(candidate.model, candidate.tokenizer))
+            if not (note or "").startswith("refuse"):
+                vm, base = candidate, fallback_base
                 vm.base = cfg["base"]
         if vm is None:
             try:
                 vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
             except ModelError:
-                if refused:
+                if note:  # the policy's copy was refused and the named base is not here
                     raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r} (not loadable "
-                                          f"here), not on {fallback_base!r}: {refused[len('refuse: '):]}") from None
+                                          f"here), not on {fallback_base!r}: {note[len('refuse: '):]}") from None
                 raise
-        note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
+            note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
         if note and note.startswith("refuse"):
             raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r}, "
                                   f"not on {base or cfg['base']!r}: {note[len('refuse: '):]}")

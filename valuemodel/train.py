@@ -15,6 +15,7 @@ makes `resume` continue a killed run.
 """
 
 import bisect
+import copy
 import hashlib
 import json
 import math
@@ -127,8 +128,8 @@ def problem_loss(logits, labels, outcome, pairwise):
 
 class FrozenFeatures:
     """The hidden states entering the first trained layer, per feature: from memory (computed once,
-    saved under `cache_dir` ($FORKCODE_CACHE/frozen), reloaded if the same model and data come back) or, without a cache,
-    computed again for every batch."""
+    saved under `cache_dir` ($FORKCODE_CACHE/frozen), reloaded if the same model and data come
+    back) or, without a cache, computed again for every batch."""
 
     def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
         self.vm, self.feats = vm, feats
@@ -181,24 +182,19 @@ class FrozenFeatures:
             for start in range(0, len(members), 16):
                 chunk = members[start:start + 16]
                 responses = [self.feats[i]["input_ids"][len(prompt):] for i in chunk]
+                # Every response is non-empty: make_features keeps only rows with a labelled token.
                 longest = max(len(r) for r in responses)
-                if longest == 0:
-                    out = [torch.empty(0, prompt_hidden.shape[-1]) for _ in chunk]
-                else:
-                    ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses], device=device)
-                    mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses],
-                                        device=device)
-                    kv = None
-                    if prompt:
-                        import copy
-                        kv = copy.deepcopy(cache)
-                        kv.batch_repeat_interleave(len(chunk))
-                    h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
-                    out = [h[j, :len(r)] for j, r in enumerate(responses)]
-                for i, h in zip(chunk, out):
-                    parts = ([prompt_hidden[0]] if prompt else []) + [h]
-                    hidden[i] = torch.cat(parts).to(torch.bfloat16 if self.vm.model.dtype == torch.bfloat16
-                                                    else self.vm.model.dtype).cpu().contiguous()
+                ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses], device=device)
+                mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses],
+                                    device=device)
+                kv = None
+                if prompt:
+                    kv = copy.deepcopy(cache)
+                    kv.batch_repeat_interleave(len(chunk))
+                h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
+                for j, (i, r) in enumerate(zip(chunk, responses)):
+                    parts = ([prompt_hidden[0]] if prompt else []) + [h[j, :len(r)]]
+                    hidden[i] = torch.cat(parts).cpu().contiguous()
         if progress:
             print()
         return hidden
