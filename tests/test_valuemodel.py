@@ -144,7 +144,8 @@ def test_frozen_bottom_then_top_equals_the_full_forward(vm):
     assert torch.allclose(torch.cat([prompt_h.expand(3, -1, -1), resp_h], 1), whole, atol=1e-5)
 
 
-def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, tmp_path):
+def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
     rows = _rows(12)
     for r in rows:
         r["tokenizer"] = None
@@ -161,6 +162,16 @@ def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, 
     assert results[True][0] == pytest.approx(results[False][0], abs=1e-5)
     assert results[True][1][0] == pytest.approx(results[False][1][0], abs=1e-4)
     assert not (tmp_path / "out-True" / "train_state.pt").exists()  # only an unfinished run keeps it
+    # The cache holds one file per prompt group: more data computes only its new groups.
+    groups = sorted((tmp_path / "cache" / "frozen").glob("*/*.safetensors"))
+    assert len(groups) == 3
+    stamps = [g.stat().st_mtime_ns for g in groups]
+    extra = dict(rows[0], problem_id="p9", prompt_tokens=[99, 98, 97])
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows + [extra]))
+    model = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    train(model, str(data), str(tmp_path / "out-more"), TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert [g.stat().st_mtime_ns for g in groups] == stamps
+    assert len(list((tmp_path / "cache" / "frozen").glob("*/*.safetensors"))) == 4
 
 
 def test_within_problem_loss_balances_classes_and_ranks_pairs():

@@ -127,9 +127,10 @@ def problem_loss(logits, labels, outcome, pairwise):
 
 
 class FrozenFeatures:
-    """The hidden states entering the first trained layer, per feature: from memory (computed once,
-    saved under `cache_dir` ($FORKCODE_CACHE/frozen), reloaded if the same model and data come
-    back) or, without a cache, computed again for every batch."""
+    """The hidden states entering the first trained layer, per feature: from memory (computed once
+    and, with `cache_dir` ($FORKCODE_CACHE/frozen), kept on disk one file per prompt group, so
+    that more data or a killed build only computes the groups not yet there) or, without a cache,
+    computed again for every batch."""
 
     def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
         self.vm, self.feats = vm, feats
@@ -140,64 +141,71 @@ class FrozenFeatures:
             self.hidden = self._load_or_build(cache_dir, progress)
             self.build_seconds = time.perf_counter() - start
 
-    def _key(self):
+    def _model_key(self):
         from valuemodel.model import base_signature
         h = hashlib.sha256(json.dumps(base_signature(self.vm.model, self.vm.tokenizer)).encode())
         h.update(f"{self.vm.last_layers}:{self.vm.model.dtype}".encode())
-        for f in self.feats:
-            h.update(json.dumps(f["input_ids"]).encode())
         return h.hexdigest()[:16]
 
-    def _load_or_build(self, cache_dir, progress):
-        from safetensors.torch import load_file, save_file
-        path = os.path.join(cache_dir, f"frozen-{self._key()}.safetensors") if cache_dir else None
-        if path and os.path.exists(path):
-            stored = load_file(path)
-            return [stored[str(i)] for i in range(len(self.feats))]
-        hidden = self._build(progress)
-        if path:
-            os.makedirs(cache_dir, exist_ok=True)
-            tmp = path + f".tmp{os.getpid()}"
-            save_file({str(i): h for i, h in enumerate(hidden)}, tmp)
-            os.replace(tmp, path)
-        return hidden
-
-    def _build(self, progress):
-        """Per prompt, the bottom layers run once; its responses continue the prompt's KV cache."""
-        from transformers import DynamicCache
+    def _groups(self):
+        """Features sharing a prompt (their responses continue one prompt prefill)."""
         by_prompt = defaultdict(list)
         for i, f in enumerate(self.feats):
             by_prompt[tuple(f["input_ids"][:f["n_prompt"]])].append(i)
+        return list(by_prompt.items())
+
+    def _load_or_build(self, cache_dir, progress):
+        from safetensors.torch import load_file, save_file
+        folder = os.path.join(cache_dir, self._model_key()) if cache_dir else None
         hidden = [None] * len(self.feats)
-        device, pad = self.vm.device, self.vm.tokenizer.pad_token_id
-        groups = list(by_prompt.items())
+        groups = self._groups()
         for g, (prompt, members) in enumerate(groups):
             if progress:
                 print(f"\rfrozen layers: prompt {g + 1}/{len(groups)}", end="", flush=True)
-            prompt = list(prompt)
-            cache = DynamicCache() if prompt else None
-            prompt_hidden = None
-            if prompt:
-                prompt_hidden, cache = self.vm.bottom_hidden(torch.tensor([prompt], device=device), past_key_values=cache)
-            for start in range(0, len(members), 16):
-                chunk = members[start:start + 16]
-                responses = [self.feats[i]["input_ids"][len(prompt):] for i in chunk]
-                # Every response is non-empty: make_features keeps only rows with a labelled token.
-                longest = max(len(r) for r in responses)
-                ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses], device=device)
-                mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses],
-                                    device=device)
-                kv = None
-                if prompt:
-                    kv = copy.deepcopy(cache)
-                    kv.batch_repeat_interleave(len(chunk))
-                h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
-                for j, (i, r) in enumerate(zip(chunk, responses)):
-                    parts = ([prompt_hidden[0]] if prompt else []) + [h[j, :len(r)]]
-                    hidden[i] = torch.cat(parts).cpu().contiguous()
+            digest = hashlib.sha256(json.dumps([self.feats[i]["input_ids"] for i in members]).encode())
+            path = os.path.join(folder, f"{digest.hexdigest()[:24]}.safetensors") if folder else None
+            if path and os.path.exists(path):
+                stored = load_file(path)
+                parts = [stored[str(j)] for j in range(len(members))]
+            else:
+                parts = self._build_group(list(prompt), members)
+                if path:
+                    os.makedirs(folder, exist_ok=True)
+                    tmp = path + f".tmp{os.getpid()}"
+                    save_file({str(j): h for j, h in enumerate(parts)}, tmp)
+                    os.replace(tmp, path)
+            for i, h in zip(members, parts):
+                hidden[i] = h
         if progress:
             print()
         return hidden
+
+    def _build_group(self, prompt, members):
+        """The bottom layers over one prompt (once) and its responses (continuing its KV cache)."""
+        from transformers import DynamicCache
+        device, pad = self.vm.device, self.vm.tokenizer.pad_token_id
+        cache = DynamicCache() if prompt else None
+        prompt_hidden = None
+        if prompt:
+            prompt_hidden, cache = self.vm.bottom_hidden(torch.tensor([prompt], device=device), past_key_values=cache)
+        out = []
+        for start in range(0, len(members), 16):
+            chunk = members[start:start + 16]
+            responses = [self.feats[i]["input_ids"][len(prompt):] for i in chunk]
+            # Every response is non-empty: make_features keeps only rows with a labelled token.
+            longest = max(len(r) for r in responses)
+            ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses], device=device)
+            mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses],
+                                device=device)
+            kv = None
+            if prompt:
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(len(chunk))
+            h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
+            for j, r in enumerate(responses):
+                parts = ([prompt_hidden[0]] if prompt else []) + [h[j, :len(r)]]
+                out.append(torch.cat(parts).cpu().contiguous())
+        return out
 
     def batch(self, indices):
         """(hidden, attention mask, labels, outcomes) of these features, right-padded."""
