@@ -301,3 +301,27 @@ def test_within_problem_auroc_ignores_problem_difficulty():
     assert w["pairs_auroc"] == pytest.approx((2 + 1.5) / 4)
     assert w["mean_problem_auroc"] == pytest.approx((1.0 + 0.75) / 2)
     assert within_problem_auroc({"x": [(0.3, 1)]})["pairs_auroc"] is None
+
+
+def test_cross_validation_learns_a_within_problem_signal_on_held_out_problems(tiny_model_dir, tmp_path, monkeypatch):
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for p in range(10):  # in every problem, the passing rollouts end in token 250, the failing ones in 30
+        for r in range(4):
+            resp = [20 + (p * 11 + r * 5 + j) % 150 for j in range(5)] + [250 if r % 2 else 30]
+            rows.append({"problem_id": f"p{p}", "policy": tiny_model_dir, "tokenizer": None,
+                         "prompt_tokens": [5 + p, 6, 7], "response_tokens": resp, "label": r % 2, "label_start": 0,
+                         "prompt_text": "", "response_text": ""})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)
+    model = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    before = {n: p.clone() for n, p in model.model.named_parameters() if p.requires_grad}
+    report = cross_validate(model, str(data), TrainConfig(epochs=6, lr=3e-2, batch_size=4), folds=5, progress=False)
+    assert report["problems"] == 10 and report["mixed_problems"] == 10 and len(report["curve"]) == 6
+    last = report["curve"][-1]
+    assert last["within_problem_auroc"] > 0.9 and last["value_pass@1"] > 0.9
+    assert last["random_pass@1"] == pytest.approx(0.5) and last["oracle_pass@1"] == 1.0
+    # The model is left as it came (every fold starts from the same initial head).
+    assert all(torch.equal(p, before[n]) for n, p in model.model.named_parameters() if p.requires_grad)

@@ -14,19 +14,43 @@ def fail(message):
 
 def cmd_train(args):
     from valuemodel.model import ValueModel
-    from valuemodel.train import TrainConfig, train
+    from valuemodel.train import train
     if not os.path.exists(args.data):
         fail(f"no training data at {args.data}")
     data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
     eval_path = os.path.join(args.data, "test.jsonl") if os.path.isdir(args.data) and args.eval else None
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                      seed=args.seed, pairwise=args.pairwise, cache=not args.no_cache)
+    cfg = train_config(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
     vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
     last = history[-1] if history else {}
     print(json.dumps({"out": args.out, "history": history}) if args.json
           else f"trained {len(history)} epochs, last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+
+
+def train_config(args):
+    from valuemodel.train import TrainConfig
+    return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                       seed=args.seed, pairwise=args.pairwise, weight_decay=args.weight_decay, cache=not args.no_cache)
+
+
+def cmd_cv(args):
+    from valuemodel.model import ValueModel
+    from valuemodel.train import cross_validate
+    if not os.path.exists(args.data):
+        fail(f"no training data at {args.data}")
+    data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
+    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
+    report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{report['folds']}-fold CV over {report['problems']} problems ({report['mixed_problems']} with both "
+          f"outcomes, {report['pairs']} pass/fail pairs); held-out folds per epoch:")
+    print("epoch  within-AUROC  value pass@1  random  oracle  gap closed")
+    for r in report["curve"]:
+        print(f"{r['epoch']:5d}  {r['within_problem_auroc']:12.3f}  {r['value_pass@1']:12.3f}  "
+              f"{r['random_pass@1']:6.3f}  {r['oracle_pass@1']:6.3f}  {r['gap_closed']:10.1%}")
 
 
 def cmd_score(args):
@@ -74,21 +98,26 @@ def main(argv=None):
     parser = OneLineParser(prog="valuemodel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     t = sub.add_parser("train", help="train the value head (+ last N layers) on a datagen export")
-    t.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
-    t.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+    c = sub.add_parser("cv", help="grouped k-fold cross-validation of a training config over the training "
+                       "problems: held-out within-problem AUROC and pick per epoch")
+    for p in (t, c):
+        p.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
+        p.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+        p.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
+        p.add_argument("--epochs", type=float, default=2.0)
+        p.add_argument("--lr", type=float, default=1e-4)
+        p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: plain Adam)")
+        p.add_argument("--batch-size", type=int, default=16, help="rollouts per batch, all of one problem (default 16)")
+        p.add_argument("--max-length", type=int, default=2048, help="tokens per example (prompt + response)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--pairwise", type=float, default=1.0,
+                       help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
+        p.add_argument("--no-cache", action="store_true",
+                       help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
+    c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")
     t.add_argument("--out", required=True, help="where the delta checkpoint goes")
     t.add_argument("--base-id", default=None,
                    help="the name to record as the base (e.g. the hub id of the model a local --base copy came from)")
-    t.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
-    t.add_argument("--epochs", type=float, default=2.0)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--batch-size", type=int, default=16, help="rollouts per batch, all of one problem (default 16)")
-    t.add_argument("--max-length", type=int, default=2048, help="tokens per example (prompt + response)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--pairwise", type=float, default=1.0,
-                   help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
-    t.add_argument("--no-cache", action="store_true",
-                   help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     t.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in OUT")
     t.add_argument("--eval", action="store_true", help="report the test loss at the end (export directory only)")
     s = sub.add_parser("score", help="value of a program for a problem")
@@ -101,15 +130,15 @@ def main(argv=None):
     e.add_argument("--data", required=True, help="export directory with test.jsonl and test_balanced.jsonl")
     e.add_argument("--out", required=True, help="report directory")
     e.add_argument("--max-length", type=int, default=2048)
-    for p in (t, s, e):
+    for p in (t, c, s, e):
         p.add_argument("--dtype", default="auto", help="the frozen layers' dtype (trained tensors are fp32, saved bf16)"
-                       if p is t else "auto, float32 or bfloat16")
+                       if p in (t, c) else "auto, float32 or bfloat16")
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true")
     for p in (s, e):
         p.add_argument("--base", default=None, help="base model location, if moved since training")
     args = parser.parse_args(argv)
-    dispatch("valuemodel", {"train": cmd_train, "score": cmd_score, "eval": cmd_eval}, args,
+    dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args,
              (ProblemError, ModelError, ValueError))
 
 

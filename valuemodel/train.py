@@ -41,6 +41,7 @@ class TrainConfig:
     max_length: int = 2048
     seed: int = 0
     pairwise: float = 1.0         # weight of the within-problem ranking term (0: BCE only)
+    weight_decay: float = 0.0     # AdamW decoupled weight decay (0: plain Adam, the paper's setting)
     cache: bool = True            # compute the frozen layers once (else every step)
     logging_steps: int = 10
 
@@ -273,7 +274,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     params = [p for p in vm.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, first_epoch = [], 0
     state_path = os.path.join(out_dir, STATE)
     if resume and os.path.exists(state_path):
@@ -324,3 +325,67 @@ def evaluate_loss(vm, feats, cfg):
         hidden, mask, labels, outcome = frozen.batch(b)
         losses.append(problem_loss(vm.top_logits(hidden, mask), labels, outcome, cfg.pairwise).item())
     return sum(losses) / len(losses)
+
+
+@torch.no_grad()
+def final_logits(vm, frozen, indices, batch_size=16):
+    """Each feature's logit at its last labelled token (the value a best-of-k pick compares)."""
+    out = []
+    for s in range(0, len(indices), batch_size):
+        hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
+        logits = vm.top_logits(hidden, mask)
+        last = (labels != IGNORE).long().cumsum(1).argmax(1)
+        out += logits[torch.arange(len(last)), last].tolist()
+    return out
+
+
+def cross_validate(vm, data_path, cfg, folds=5, progress=True):
+    """Grouped k-fold cross-validation over the training problems (no problem is in two folds):
+    for every epoch, the held-out folds' within-problem AUROC and value-picked pass@1 against the
+    random pick and the oracle. It chooses epochs, lr or the loss mix from training data alone,
+    never from a test set."""
+    from valuemodel.metrics import selection, within_problem_auroc
+    feats = make_features(read_rows(data_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
+    problems = sorted({f["problem_id"] for f in feats})
+    if len(problems) < folds:
+        raise ValueError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
+    random.Random(cfg.seed).shuffle(problems)
+    fold_of = {p: i % folds for i, p in enumerate(problems)}
+    vm.upcast_trainable()
+    from engine.policy import cache_root
+    frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
+                            use_cache=cfg.cache, progress=progress)
+    names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
+    initial = {n: p.detach().clone() for n, p in vm.model.state_dict().items() if n in names}
+    epochs = math.ceil(cfg.epochs)
+    groups = [defaultdict(list) for _ in range(epochs)]  # per epoch: problem -> [(logit, label)]
+    rng = random.Random(cfg.seed)
+    for fold in range(folds):
+        vm.model.load_state_dict(initial, strict=False)
+        optimizer = torch.optim.AdamW([p for p in vm.model.parameters() if p.requires_grad],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        train_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] != fold]
+        test_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] == fold]
+        for epoch in range(epochs):
+            batches = [[train_idx[j] for j in b] for b in problem_batches([feats[i] for i in train_idx],
+                                                                          cfg.batch_size, rng)]
+            run_epoch(vm, frozen, batches, optimizer, cfg)
+            for i, logit in zip(test_idx, final_logits(vm, frozen, test_idx)):
+                groups[epoch][feats[i]["problem_id"]].append((logit, feats[i]["label"]))
+            if progress:
+                print(f"\rfold {fold + 1}/{folds} epoch {epoch + 1}/{epochs}", end="", flush=True)
+    if progress:
+        print()
+    vm.model.load_state_dict(initial, strict=False)
+    curve = []
+    for epoch, g in enumerate(groups, 1):
+        pick = selection(g, ks=(1,))["pass@1"]
+        oracle = sum(any(y for _, y in items) for items in g.values()) / len(g)
+        gap = oracle - pick["random_pick"]
+        curve.append({"epoch": epoch, "within_problem_auroc": within_problem_auroc(g)["pairs_auroc"],
+                      "value_pass@1": pick["value_picked"], "random_pass@1": pick["random_pick"],
+                      "oracle_pass@1": oracle, "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None})
+    mixed = within_problem_auroc(groups[0])
+    return {"data": os.path.abspath(data_path), "folds": folds, "problems": len(problems),
+            "mixed_problems": mixed["problems"], "pairs": mixed["pairs"], "config": asdict(cfg),
+            "last_layers": vm.last_layers, "curve": curve}
