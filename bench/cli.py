@@ -10,11 +10,10 @@ import json
 import os
 from dataclasses import asdict, replace
 
+from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
 from judge.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 from judge.sandbox import SandboxError
-
-from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
 
 
 def _settings(args, cfg, tree_params):
@@ -66,7 +65,7 @@ def cmd_quality(args):
         for strategy in strategies:
             task = bar.add_task(strategy, total=len(problems))
             run_strategy(policy, value, problems, strategy, strategy_fn(strategy), replace(cfg, strategy=strategy),
-                         args.out, timeout=args.timeout, progress=lambda: bar.advance(task), max_rows=args.batch_rows)
+                         args.out, timeout=args.timeout, progress=lambda task=task: bar.advance(task), max_rows=args.batch_rows)
             console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
     report(args.out, console, args.json)
 

@@ -258,7 +258,7 @@ def rankers(best_of_k_rows):
 
     out = {}
     for name in names:
-        mean = lambda s, n=name: _mean([p[n] for p in s])  # noqa: E731
+        mean = lambda s, n=name: _mean([p[n] for p in s])
         out[name] = {"pass@1": mean(per_problem), "ci95": bootstrap(per_problem, mean),
                      "relative_gain": gain(name)(per_problem), "relative_gain_ci95": bootstrap(per_problem, gain(name)),
                      "gap_closed": gap(name)(per_problem), "gap_closed_ci95": bootstrap(per_problem, gap(name)),

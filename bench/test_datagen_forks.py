@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from engine.prompts import messages, reference_response
 from datagen.tree import select_forks
 from engine.policy import HFPolicy, SamplingParams
+from engine.prompts import messages, reference_response
 from judge import load_problem
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")

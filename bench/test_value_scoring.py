@@ -41,12 +41,12 @@ def test_incremental_vs_rescoring(benchmark, vm):
         scorer = vm.scorer()
         scorer.extend(seq[:n])
 
-        def incremental():
+        def incremental(scorer=scorer, seq=seq, n=n):
             branch = scorer.fork()
             branch.extend(seq[n:])
-        fork_only = _best(lambda: scorer.fork())
+        fork_only = _best(scorer.fork)
         inc = _best(incremental) - fork_only  # the fork (a cache copy) is search bookkeeping
-        full = _best(lambda: vm.values([seq]))
+        full = _best(lambda seq=seq: vm.values([seq]))
         ratios[n] = full / inc
         print(f"  prefix {n:5d}: incremental {1000 * inc:7.1f} ms/token, re-scoring {1000 * full:8.1f} ms, "
               f"{ratios[n]:6.1f}x cheaper")

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see the README's vLLM section)")
 
-from datagen.tree import TreeConfig, grow_tree  # noqa: E402
-from engine.policy import HFPolicy, SamplingParams, load_policy  # noqa: E402
-from engine.prompts import messages  # noqa: E402
-from judge import load_problem  # noqa: E402
+from datagen.tree import TreeConfig, grow_tree
+from engine.policy import HFPolicy, SamplingParams, load_policy
+from engine.prompts import messages
+from judge import load_problem
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
 
@@ -41,15 +41,15 @@ def test_vllm_vs_transformers(benchmark):
         prompt = policy.prompt_tokens(messages(problem))
         # warm-up: first-call compilation and allocation are not measured
         policy.sample(prompt, 4, SamplingParams(max_new_tokens=8, seed=0))
-        samples, s_wall = _timed(lambda: policy.sample(prompt, 36, params))
+        samples, s_wall = _timed(lambda policy=policy, prompt=prompt: policy.sample(prompt, 36, params))
         s_tokens = sum(len(c.tokens) for c in samples)
         before = policy.stats.generated_tokens
-        tree, t_wall = _timed(lambda: grow_tree(policy, problem, TreeConfig(trunk="reference", max_new_tokens=256)))
+        tree, t_wall = _timed(lambda policy=policy: grow_tree(policy, problem, TreeConfig(trunk="reference", max_new_tokens=256)))
         t_tokens = policy.stats.generated_tokens - before
         rows[name] = (s_tokens / s_wall, s_wall, t_tokens / t_wall, t_wall, len(tree["rollouts"]))
     print(f"\nSmolLM2-135M, {os.cpu_count()} CPUs")
     print(f"  {'backend':13s} {'36x256 tok/s':>13s} {'wall s':>7s} {'6x6 tree tok/s':>15s} {'wall s':>7s}")
-    for name, (s_tps, s_wall, t_tps, t_wall, n) in rows.items():
+    for name, (s_tps, s_wall, t_tps, t_wall, _n) in rows.items():
         print(f"  {name:13s} {s_tps:13.0f} {s_wall:7.1f} {t_tps:15.0f} {t_wall:7.1f}")
     (hs, _, ht, *_), (vs, _, vt, *_) = rows["transformers"], rows["vllm"]
     print(f"  ratio vllm/transformers: {vs / hs:.2f}x on 36 samples, {vt / ht:.2f}x on the tree")

@@ -99,7 +99,7 @@ def tree_stats(trees):
         tokens += t["stats"]["generated_tokens"]
         forward += t["stats"]["forward_tokens"]
         seconds += sum(v for k, v in t["stats"].items() if k.endswith("seconds"))
-    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None
     all_rollouts = [r.get("verdict") == "pass" for t in trees for r in t["rollouts"]]
     return {
         "trees": len(trees), "rollouts": len(all_rollouts), "pass_rate": rate(all_rollouts),

@@ -9,9 +9,8 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from engine.prompts import (DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages,
-                            reference_response, stop_after_code)
 from engine.policy import SamplingParams, vocab_fingerprint
+from engine.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
 from judge import judge, judge_many
 
 TRUNK_MODES = ("sample", "reference", "auto")

@@ -11,8 +11,16 @@ served from the safetensors copy the project caches (vLLM is not given the GGUF 
 
 import os
 
-from engine.policy import (DEFAULT_POLICY, Completion, ModelError, PolicyStats, PrefixState, TokenizerOps,
-                           cache_root, resolve_model)
+from engine.policy import (
+    DEFAULT_POLICY,
+    Completion,
+    ModelError,
+    PolicyStats,
+    PrefixState,
+    TokenizerOps,
+    cache_root,
+    resolve_model,
+)
 
 
 class VLLMPolicy(TokenizerOps):

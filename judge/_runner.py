@@ -58,7 +58,7 @@ def _check(ret, what):
 
 
 def _mount(src, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    enc = lambda s: s.encode() if s is not None else None
     _check(libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
@@ -102,13 +102,13 @@ def build_root(job, uid):
     fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src, _, _ in binds]
     new = "/tmp"
     _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for (src, dst, is_dir), fd in zip(binds, fds):
+    for (_src, dst, is_dir), fd in zip(binds, fds):
         target = new + dst
         if is_dir:
             os.makedirs(target, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            open(target, "w").close()
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))  # a mount point for the file
         _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
         nodev = 0 if dst.startswith("/dev/") else MS_NODEV
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | nodev)
@@ -119,8 +119,8 @@ def build_root(job, uid):
     os.makedirs(new + "/proc")
     _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     work_mb = job["limits"]["workdir_mb"]
-    owner = 0 if job["rootless"] else uid  # rootless: only our own uid (root inside) is mapped
-    for d, mode, owner in (("/sandbox", "0700", owner), ("/tmp", "1777", 0), ("/dev/shm", "1777", 0)):
+    sandbox_owner = 0 if job["rootless"] else uid  # rootless: only our own uid (root inside) is mapped
+    for d, mode, owner in (("/sandbox", "0700", sandbox_owner), ("/tmp", "1777", 0), ("/dev/shm", "1777", 0)):
         os.makedirs(new + d, exist_ok=True)
         _mount("tmpfs", new + d, "tmpfs", MS_NOSUID | MS_NODEV,
                f"size={work_mb}m,mode={mode},uid={owner},gid={owner}")
@@ -198,9 +198,9 @@ def _is_int(text):
 
 def _fresh_std_streams():
     # The runner's own sys.std* may hold buffered job data: the program gets new ones on fds 0-2.
-    sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", closefd=False)
-    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)
-    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - kept open for the program
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
                                        closefd=False, buffering=1)
 
 
@@ -220,16 +220,16 @@ def _finish(code, status):
             sys.modules["threading"]._shutdown()
         import atexit
         atexit._run_exitfuncs()
-    except BaseException:  # noqa: BLE001 - the program may break anything during shutdown
+    except BaseException:
         pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             code = code or 1
     try:
         os.write(3, json.dumps(status, default=repr).encode())
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         pass
     os._exit(code)
 
@@ -276,7 +276,7 @@ def run_child(job, code, test, prelude):
         exit_code = _exit_code(exc)
         if job["kind"] != "stdio":
             status["exc"] = "SystemExit"
-    except BaseException as exc:  # noqa: BLE001 - report like the interpreter does
+    except BaseException as exc:
         status["exc"] = type(exc).__name__
         exc.__traceback__ = exc.__traceback__.tb_next  # the traceback starts in the program
         sys.excepthook(type(exc), exc, exc.__traceback__)
@@ -327,7 +327,7 @@ def run_test(job, code, test, prelude, namespaces):
             _set_limits(limits, timeout)
             drop_privileges(job["uid"], job["rootless"])
             run_child(job, code, test, prelude)
-        except BaseException:  # noqa: BLE001 - set-up failed: say why on the test's stderr
+        except BaseException:
             os.write(2, ("sandbox set-up failed: " + traceback.format_exc()).encode())
         finally:
             os._exit(111)
@@ -465,7 +465,7 @@ def server():
                 devnull = os.open("/dev/null", os.O_RDWR)
                 os.dup2(devnull, 0)
                 sandbox(job, out)
-            except BaseException as exc:  # noqa: BLE001 - one line the host can show
+            except BaseException as exc:
                 out.write(json.dumps({"error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"}) + "\n")
                 code = 99
             out.flush()
@@ -476,6 +476,7 @@ def server():
 
 
 import site  # noqa: E402 - `exit()`, `quit()`, `help` as in a normal run, without .pth processing
+
 site.setquit()
 site.setcopyright()
 site.sethelper()

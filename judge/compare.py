@@ -110,7 +110,7 @@ def legacy_stdout_equal(got, expected):
     if {frozenset(s) for s in out_sets} == {frozenset(s) for s in want_sets}:
         return True
     try:
-        rounded = lambda sets: {frozenset(round(float(t), 3) for t in s) for s in sets}  # noqa: E731
+        rounded = lambda sets: {frozenset(round(float(t), 3) for t in s) for s in sets}
         return rounded(out_sets) == rounded(want_sets)
     except ValueError:
         return False
@@ -120,9 +120,7 @@ def legacy_value_equal(got, expected):
     """The hendrycks rules for call-based problems (Python ==, so True == 1 passes)."""
     if got == expected:
         return True
-    if isinstance(expected, list) and expected and got == expected[0]:
-        return True
-    return False
+    return isinstance(expected, list) and bool(expected) and got == expected[0]
 
 
 def outputs_equal(got, expected, mode="strict", kind="stdio"):

@@ -266,6 +266,6 @@ def _load_hub(name, split):
                            "`pip install datasets` and network access") from None
     try:
         rows = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+    except Exception as exc:
         raise ProblemError(f"cannot load {name!r} from the hub: {exc}") from None
     return [from_row(dict(r), problem_id=str(r.get("problem_id", i))) for i, r in enumerate(rows)]

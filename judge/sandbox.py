@@ -192,7 +192,7 @@ def run_job(code, kind, tests, **options):
     return _POOL.run(make_job(code, kind, tests, **options))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isolation_level():
     """The strongest level that works here (probed once per process), or the one forced by env."""
     forced = os.environ.get("FORKCODE_SANDBOX")

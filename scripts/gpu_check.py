@@ -20,10 +20,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from conftest import make_tiny_model  # noqa: E402
-from engine.policy import HFPolicy, SamplingParams, vocab_fingerprint  # noqa: E402
-from valuemodel.model import ValueModel, trainable_names  # noqa: E402
-from valuemodel.train import TrainConfig, train  # noqa: E402
+from conftest import make_tiny_model
+
+from engine.policy import HFPolicy, SamplingParams, vocab_fingerprint
+from valuemodel.model import ValueModel, trainable_names
+from valuemodel.train import TrainConfig, train
 
 results = []
 

@@ -70,7 +70,7 @@ class FakePolicy:
     """Three samples per problem: the wrong program twice (mean log-prob -1), the right one once (-0.5)."""
     name = "fake"
 
-    class tokenizer:  # noqa: N801 - stands in for a tokenizer object
+    class tokenizer:
         get_vocab = staticmethod(lambda: {"a": 0})
         decode = staticmethod(lambda tokens: "prompt")
 
@@ -176,7 +176,7 @@ def test_bench_quality_cli_end_to_end_on_humaneval(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(summary["strategies"]) == {"greedy", "sample", "best_of_k", "beam", "tree"}
-    for name, s in summary["strategies"].items():
+    for s in summary["strategies"].values():
         assert s["problems"] == 2 and 0.0 <= s["pass@1"] <= 1.0 and s["policy_tokens"] > 0
     for strategy in ("greedy", "best_of_k", "beam", "tree"):
         with open(os.path.join(out, "runs", f"{strategy}.jsonl")) as f:

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from datagen.export import balance, export, split_problems, tree_stats
-from engine.prompts import build_program, code_block_closed, extract_code, messages
 from datagen.store import StoreError, TreeStore
 from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
 from engine.policy import ModelError, SamplingParams, resolve_model
+from engine.prompts import build_program, code_block_closed, extract_code, messages
 from judge import Problem, ProblemError, load_dataset
 
 APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
@@ -234,7 +234,7 @@ def test_sigkill_mid_build_loses_and_duplicates_nothing(tiny_model_dir, tmp_path
     # Per-problem seeds: a resumed run writes the same trees as an uninterrupted one.
     fresh = str(tmp_path / "fresh")
     subprocess.run(_build(tiny_model_dir, str(dataset), fresh), env=env, check=True, capture_output=True)
-    strip = lambda t: {k: v for k, v in t.items() if k != "stats"}  # noqa: E731
+    strip = lambda t: {k: v for k, v in t.items() if k != "stats"}
     assert [strip(t) for t in TreeStore(out).trees()] == [strip(t) for t in TreeStore(fresh).trees()]
 
 
@@ -253,7 +253,7 @@ def _fake_tree(pid, verdicts):
 def test_export_split_by_problem_and_balance(tmp_path):
     trees = [_fake_tree(f"p{i}", ["pass"] + ["wrong_answer"] * (i + 2)) for i in range(10)]
     stats = export(trees, str(tmp_path), balanced=True, test_fraction=0.3, seed=1)
-    read = lambda n: [json.loads(l) for l in open(tmp_path / n)]  # noqa: E731,E741
+    read = lambda n: [json.loads(l) for l in open(tmp_path / n)]  # noqa: E741
     train, test, test_bal = read("train.jsonl"), read("test.jsonl"), read("test_balanced.jsonl")
     assert {r["problem_id"] for r in train}.isdisjoint({r["problem_id"] for r in test})
     assert len({r["problem_id"] for r in test}) == 3 and stats["problems"] == {"train": 7, "test": 3}

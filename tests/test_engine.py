@@ -4,16 +4,15 @@ import json
 import math
 
 import pytest
+from conftest import make_tiny_model
 
 from engine.baselines import greedy, sample
 from engine.beam import beam
-from engine.tree import TreeParams, abort_position, tree
 from engine.best_of_k import best_of_k
 from engine.prompts import messages
 from engine.result import DecodeConfig
+from engine.tree import TreeParams, abort_position, tree
 from judge import Problem
-
-from conftest import make_tiny_model
 
 
 class ScriptedScorer:
@@ -194,6 +193,7 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
 
 def test_vllm_backend_without_vllm_is_one_clear_error():
     import importlib.util
+
     from engine.policy import ModelError, load_policy
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here: tests/test_vllm.py covers the backend")

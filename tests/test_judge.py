@@ -245,7 +245,7 @@ def test_mbpp_official_splits_by_task_id(tmp_path):
     path = tmp_path / "mbpp.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     problems = load_dataset(str(path))
-    ids = lambda ps: [p.id.split("/")[1] for p in ps]  # noqa: E731
+    ids = lambda ps: [p.id.split("/")[1] for p in ps]
     assert ids(select_mbpp_splits(problems, "validation")) == ["511", "600"]
     assert ids(select_mbpp_splits(problems, "-validation")) == ["2", "11", "510", "601", "974"]
     assert ids(select_mbpp_splits(problems, "train,prompt")) == ["2", "601", "974"]

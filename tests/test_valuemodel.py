@@ -5,14 +5,21 @@ import math
 
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from engine.policy import ModelError, vocab_fingerprint
-from valuemodel.metrics import (auroc, auroc_lower_bound, calibration, process_curve, random_pass_at_k,
-                                selection, table2, value_at_fraction)
+from valuemodel.metrics import (
+    auroc,
+    auroc_lower_bound,
+    calibration,
+    process_curve,
+    random_pass_at_k,
+    selection,
+    table2,
+    value_at_fraction,
+)
 from valuemodel.model import ValueModel, ValueModelError, trainable_names
 from valuemodel.train import IGNORE, TrainConfig, collate, make_features, masked_bce, train
-
-from conftest import make_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see the README's vLLM section)")
 
-from datagen.tree import TreeConfig, examples, grow_tree, judge_tree  # noqa: E402
-from engine.best_of_k import best_of_k  # noqa: E402
-from engine.policy import HFPolicy, SamplingParams, load_policy  # noqa: E402
-from engine.prompts import messages, stop_after_code  # noqa: E402
-from engine.result import DecodeConfig  # noqa: E402
-from judge import load_problem  # noqa: E402
+from datagen.tree import TreeConfig, examples, grow_tree, judge_tree
+from engine.best_of_k import best_of_k
+from engine.policy import HFPolicy, SamplingParams, load_policy
+from engine.prompts import messages, stop_after_code
+from engine.result import DecodeConfig
+from judge import load_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")

@@ -58,7 +58,8 @@ def cmd_score(args):
     from valuemodel.model import ValueModel
     problem = load_problem(args.problem)
     try:
-        program = open(args.program, encoding="utf-8").read()
+        with open(args.program, encoding="utf-8") as f:
+            program = f.read()
     except OSError as exc:
         fail(f"cannot read program {args.program}: {exc.strerror}")
     vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)

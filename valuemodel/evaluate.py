@@ -17,7 +17,7 @@ def score_rows(vm, rows, max_length=2048, batch_size=8, progress=None):
     for i in range(0, len(encoded), batch_size):
         chunk = encoded[i:i + batch_size]
         seqs = [ids[:max_length] for ids, _, _ in chunk]
-        for (ids, n_prompt, start), vals, r in zip(chunk, vm.values(seqs), rows[i:i + batch_size]):
+        for (_ids, n_prompt, start), vals, r in zip(chunk, vm.values(seqs), rows[i:i + batch_size]):
             curve = vals[n_prompt:] or vals[-1:]
             out.append((curve, min(start, max(len(curve) - 1, 0)), int(r["label"])))
         if progress:
@@ -37,7 +37,7 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None):
         if not rows:
             raise ValueError(f"{path} is empty")
         if name == "test_balanced":  # scores of duplicated rows are the same: score unique rows once
-            key = lambda r: (r["problem_id"], r["example_id"])  # noqa: E731
+            key = lambda r: (r["problem_id"], r["example_id"])
             cache = {key(r): s for r, s in zip(scored["test"][0], scored["test"][1])}
             todo = [r for r in rows if key(r) not in cache]
             for r, s in zip(todo, score_rows(vm, todo, max_length, progress=progress)):

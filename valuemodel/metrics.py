@@ -19,7 +19,7 @@ def table2(values, labels, threshold=0.5):
     n_correct = sum(labels)
     tp = sum(1 for h, y in zip(hi, labels) if h and y)
     tn = sum(1 for h, y in zip(hi, labels) if not h and not y)
-    ratio = lambda a, b: a / b if b else None  # noqa: E731
+    ratio = lambda a, b: a / b if b else None
     return {
         "n": n,
         "share_ge_0.5": ratio(n_hi, n), "share_lt_0.5": ratio(n - n_hi, n),

@@ -162,7 +162,7 @@ class ValueModel:
                           stacklevel=2)
         try:
             delta = load_file(os.path.join(path, DELTA_WEIGHTS), device=str(vm.device))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        except Exception as exc:
             raise ValueModelError(f"value checkpoint {path}: {DELTA_WEIGHTS} is missing or damaged "
                                   f"({str(exc).splitlines()[0][:100]})") from None
         missing = set(trainable_names(vm.model, vm.last_layers)) - set(delta)
