@@ -17,7 +17,7 @@ import os
 import random
 import time
 
-from datagen.store import TreeStore, write_json_atomic
+from datagen.store import RUN_FIELDS, SAMPLE_FIELDS, TreeStore, write_json_atomic
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
 STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
@@ -127,10 +127,10 @@ def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4
     the problems that have none yet (many problems in one batch)."""
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
-    store = TreeStore(runs, f"{strategy}.jsonl", writer=True)
+    store = TreeStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
     done = store.done_ids()
     if strategy in ("sample", "best_of_k"):
-        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl", writer=True)
+        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl", writer=True, fields=SAMPLE_FIELDS)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
         for row in sample_rows(policy, todo, cfg, timeout, max_rows):
@@ -357,10 +357,14 @@ def plot(summary, path):
     return True
 
 
+def fields_of(strategy):
+    return SAMPLE_FIELDS if strategy == "sample" else RUN_FIELDS
+
+
 def load_runs(out_dir, skip_bad=False):
     rows = {}
     for strategy in STRATEGIES:
-        store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl")
+        store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl", fields=fields_of(strategy))
         if os.path.exists(store.path):
             rows[strategy] = store.trees(skip_bad=skip_bad)
     return rows

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from datagen.export import export, tree_stats
-from datagen.store import TreeStore, write_json_atomic
+from datagen.store import SAMPLE_FIELDS, TREE_FIELDS, TreeStore, write_json_atomic
 from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
 from engine.cli import DTYPE_HELP, add_backend_options, add_prompt_option
 from judge.cli import OneLineParser, die, dispatch
@@ -29,7 +29,7 @@ def cmd_build(args):
                      timeout=args.timeout, mode=args.mode, prompt=args.prompt)
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
-    store = TreeStore(args.out, writer=True)
+    store = TreeStore(args.out, writer=True, fields=TREE_FIELDS)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})
@@ -130,9 +130,9 @@ def _read(store, args):
 def _existing_store(path):
     """A datagen directory (trees.jsonl) or a `bench quality` directory (runs/sample.jsonl: judged samples)."""
     if os.path.exists(os.path.join(path, "trees.jsonl")):
-        return TreeStore(path)
+        return TreeStore(path, fields=TREE_FIELDS)
     if os.path.exists(os.path.join(path, "runs", "sample.jsonl")):
-        return TreeStore(os.path.join(path, "runs"), "sample.jsonl")
+        return TreeStore(os.path.join(path, "runs"), "sample.jsonl", fields=SAMPLE_FIELDS)
     fail(f"no trees.jsonl (or runs/sample.jsonl) in {path}: run `datagen build --out {path}` first")
 
 

@@ -12,6 +12,54 @@ import json
 import os
 
 TREES = "trees.jsonl"
+NUMBER = (int, float)
+
+# The fields readers rely on, per kind of row: a row without them (or with another type) is a bad
+# line like one that is not JSON. A dict value is a nested record, a one-element list a list of them.
+TREE_FIELDS = {"problem_id": str, "prompt_tokens": list, "prompt_text": str, "settings": dict,
+               "trunk": {"tokens": list, "verdict": str}, "forks": list,
+               "rollouts": [{"id": int, "tokens": list, "verdict": str, "prefix_len": int, "fork": int}],
+               "stats": {"generated_tokens": int, "forward_tokens": int}}
+RUN_FIELDS = {"problem_id": str, "strategy": str, "passed": (bool, int),
+              "stats": {"policy_tokens": int, "value_tokens": int, "wall_s": {"total": NUMBER}},
+              "candidates": [{"passed": (bool, int), "weight": int}]}
+SAMPLE_FIELDS = {"problem_id": str, "strategy": str, "policy": str, "prompt_tokens": list, "prompt_text": str,
+                 "stats": {"policy_tokens": int, "value_tokens": int, "wall_s": {"total": NUMBER}},
+                 "candidates": [{"program": str, "text": str, "tokens": list, "finish": str, "passed": (bool, int),
+                                 "verdict": str, "weight": int, "mean_logprob": NUMBER}]}
+EXAMPLE_FIELDS = {"problem_id": str, "example_id": str, "label": int, "prompt_tokens": [int], "response_tokens": [int],
+                  "label_start": int}
+
+
+def schema_error(row, fields, where="row"):
+    """None if `row` has every field of `fields` with its type, else what is wrong."""
+    if not isinstance(row, dict):
+        return f"{where} must be a JSON object"
+    for name, kind in fields.items():
+        if name not in row:
+            return f"{where} lacks {name!r}"
+        problem = _value_error(row[name], kind, name)
+        if problem:
+            return problem
+    return None
+
+
+def _value_error(value, kind, name):
+    if isinstance(kind, dict):
+        return schema_error(value, kind, name)
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return f"{name} must be a list"
+        return next((e for e in (_value_error(v, kind[0], f"{name}[{i}]") for i, v in enumerate(value)) if e), None)
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        return f"{name} must be {_type_name(kind)}"  # JSON true is not a number here
+    return None if isinstance(value, kind) else f"{name} must be {_type_name(kind)}"
+
+
+def _type_name(kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({"str": "text", "int": "an integer", "float": "a number", "list": "a list",
+                        "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
 
 
 class StoreError(ValueError):
@@ -21,9 +69,10 @@ class StoreError(ValueError):
 class TreeStore:
     """One JSONL file of rows keyed by `problem_id` (trees here; bench uses it for decode rows)."""
 
-    def __init__(self, out_dir, name=TREES, writer=False):
+    def __init__(self, out_dir, name=TREES, writer=False, fields=None):
         self.dir = out_dir
         self.path = os.path.join(out_dir, name)
+        self.fields = fields or {"problem_id": str}
         self.skipped = 0
         if writer:
             os.makedirs(out_dir, exist_ok=True)
@@ -56,8 +105,9 @@ class TreeStore:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or "problem_id" not in row:
-                    raise ValueError("a row must be a JSON object with a problem_id")
+                problem = schema_error(row, self.fields)
+                if problem:
+                    raise ValueError(problem)
             except ValueError as exc:
                 if skip_bad:
                     self.skipped += 1
@@ -82,10 +132,29 @@ class TreeStore:
             os.close(fd)
 
 
-def write_json_atomic(path, obj):
+def read_jsonl(path, fields):
+    """Every row of a JSONL file that is not being appended to (an export); a bad line is a
+    StoreError naming the file and line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    store = TreeStore(os.path.dirname(path), os.path.basename(path), fields=fields)
+    if data and not data.endswith(b"\n"):
+        data += b"\n"  # a finished file: its last line counts even without a newline
+    return store._parse(data)
+
+
+def write_text_atomic(path, text):
+    """Write a whole file so that a reader (or a crash) sees the old or the new one, never a part."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=1))

@@ -35,6 +35,19 @@ class Problem:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self.id = str(self.id)
+        _expect(self, "question", str, "text")
+        _expect(self, "starter_code", str, "text")
+        _expect(self, "fn_name", (str, type(None)), "a name")
+        for name in ("inputs", "outputs", "tests", "references"):
+            _expect(self, name, list, "a list")
+        for name in ("tests", "references"):
+            if not all(isinstance(x, str) for x in getattr(self, name)):
+                raise ProblemError(f"problem {self.id}: every entry of {name} must be text")
+        if self.kind == "stdio" and not all(isinstance(x, str) for x in self.inputs + self.outputs):
+            raise ProblemError(f"problem {self.id}: stdio inputs and outputs must be text")
+        if not isinstance(self.metadata, dict):
+            raise ProblemError(f"problem {self.id}: metadata must be a JSON object")
         if self.kind not in KINDS:
             raise ProblemError(f"problem {self.id}: unknown kind {self.kind!r}")
         if self.kind == "call" and not self.fn_name:
@@ -58,6 +71,19 @@ class Problem:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
 
+def _expect(problem, name, types, what):
+    if not isinstance(getattr(problem, name), types):
+        raise ProblemError(f"problem {problem.id}: {name} must be {what}, not {type(getattr(problem, name)).__name__}")
+
+
+def _text_fields(row, *names):
+    """A row's text fields, checked: a missing one is a KeyError, a non-text one a ProblemError."""
+    for name in names:
+        if not isinstance(row[name], str):
+            raise ProblemError(f"field {name!r} must be text, not {type(row[name]).__name__}")
+    return [row[name] for name in names]
+
+
 # --- single rows ---------------------------------------------------------------------------------
 
 def _json_field(value, default):
@@ -72,25 +98,28 @@ def _json_field(value, default):
 
 
 def from_apps_row(row, problem_id=None):
+    question, = _text_fields(row, "question")
     io = _json_field(row.get("input_output"), {})
-    if not isinstance(io, dict):
-        raise ProblemError("input_output must be a JSON object with inputs and outputs")
+    if not isinstance(io, dict) or (io and not all(isinstance(io.get(k), list) for k in ("inputs", "outputs"))):
+        raise ProblemError("input_output must be a JSON object with lists of inputs and outputs")
     fn_name = io.get("fn_name")
     solutions = _json_field(row.get("solutions"), [])
+    if not isinstance(solutions, list) or not all(isinstance(s, str) for s in solutions):
+        raise ProblemError("solutions must be a JSON list of programs")
     pid = row.get("problem_id", row.get("id", problem_id))  # problem_id: the fallback
     meta = {k: row[k] for k in ("url",) if row.get(k)}
     return Problem(
-        id=str(pid), question=row.get("question", ""), kind="call" if fn_name else "stdio",
+        id=str(pid), question=question, kind="call" if fn_name else "stdio",
         inputs=list(io.get("inputs", [])), outputs=list(io.get("outputs", [])), fn_name=fn_name,
         starter_code=row.get("starter_code") or "", references=list(solutions), source="apps",
         difficulty=row.get("difficulty"), metadata=meta)
 
 
 def from_humaneval_row(row):
-    entry = row["entry_point"]
+    task_id, prompt, test, entry = _text_fields(row, "task_id", "prompt", "test", "entry_point")
     return Problem(
-        id=row["task_id"], question=row["prompt"], kind="assert",
-        tests=[f"{row['test']}\ncheck({entry})\n"], fn_name=entry, starter_code=row["prompt"],
+        id=task_id, question=prompt, kind="assert",
+        tests=[f"{test}\ncheck({entry})\n"], fn_name=entry, starter_code=prompt,
         references=[row["prompt"] + row["canonical_solution"]] if row.get("canonical_solution") else [],
         source="humaneval")
 
@@ -109,6 +138,16 @@ def _mbpp_test_imports(row, asserts):
 
 
 def from_mbpp_row(row):
+    if isinstance(row["task_id"], bool) or not str(row["task_id"]).isdigit():
+        raise ProblemError(f"task_id must be a number, not {row['task_id']!r:.40}")
+    for name in ("test_list", "challenge_test_list", "test_imports"):
+        if not isinstance(row.get(name) or [], list) or not all(isinstance(t, str) for t in row.get(name) or []):
+            raise ProblemError(f"field {name!r} must be a list of test lines")
+    for name in ("code", "text", "prompt", "test_setup_code"):
+        if not isinstance(row.get(name) or "", str):
+            raise ProblemError(f"field {name!r} must be text")
+    if not (row.get("text") or row.get("prompt")):
+        raise ProblemError("an MBPP row needs its task text (text or prompt)")
     asserts = list(row["test_list"]) + list(row.get("challenge_test_list") or [])
     setup = "\n".join(_mbpp_test_imports(row, asserts) + [row.get("test_setup_code") or ""]).strip()
     code = row.get("code", "")
@@ -191,13 +230,20 @@ def from_apps_dir(path):
         p = os.path.join(path, name)
         if not os.path.exists(p):
             return None
-        with open(p, encoding="utf-8") as f:
-            return json.load(f) if parse else f.read()
+        try:
+            with open(p, encoding="utf-8") as f:
+                return json.load(f) if parse else f.read()
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            raise ProblemError(f"{p}: {'not valid JSON' if parse else 'unreadable'} ({str(exc)[:80]})") from None
     if not os.path.exists(os.path.join(path, "question.txt")):
         raise ProblemError(f"{path} is not an APPS problem directory (no question.txt)")
-    meta = read("metadata.json", parse=True) or {}
-    row = {"question": read("question.txt"), "input_output": read("input_output.json", parse=True) or {},
-           "solutions": read("solutions.json", parse=True) or [], "starter_code": read("starter_code.py") or "",
+    meta = read("metadata.json", parse=True)
+    if meta is not None and not isinstance(meta, dict):
+        raise ProblemError(f"{path}/metadata.json must be a JSON object")
+    meta = meta or {}
+    io, solutions = read("input_output.json", parse=True), read("solutions.json", parse=True)
+    row = {"question": read("question.txt"), "input_output": {} if io is None else io,
+           "solutions": [] if solutions is None else solutions, "starter_code": read("starter_code.py") or "",
            "difficulty": meta.get("difficulty"), "url": meta.get("url")}
     return from_apps_row(row, problem_id=os.path.basename(os.path.normpath(path)))
 

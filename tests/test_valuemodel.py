@@ -317,7 +317,7 @@ def test_cross_validation_learns_a_within_problem_signal_on_held_out_problems(ti
     for p in range(10):  # in every problem, the passing rollouts end in token 250, the failing ones in 30
         for r in range(4):
             resp = [20 + (p * 11 + r * 5 + j) % 150 for j in range(5)] + [250 if r % 2 else 30]
-            rows.append({"problem_id": f"p{p}", "policy": tiny_model_dir, "tokenizer": None,
+            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
                          "prompt_tokens": [5 + p, 6, 7], "response_tokens": resp, "label": r % 2, "label_start": 0,
                          "prompt_text": "", "response_text": ""})
     data = tmp_path / "train.jsonl"

@@ -14,11 +14,11 @@ def fail(message):
 
 def cmd_train(args):
     from valuemodel.model import ValueModel
-    from valuemodel.train import train
-    if not os.path.exists(args.data):
-        fail(f"no training data at {args.data}")
-    data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
+    from valuemodel.train import read_rows, train
+    data = training_file(args.data)
     eval_path = os.path.join(args.data, "test.jsonl") if os.path.isdir(args.data) and args.eval else None
+    for path in filter(None, (data, eval_path)):
+        read_rows(path)  # bad data fails here, in one line, before minutes of model loading
     cfg = train_config(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
     vm.base = args.base_id or args.base
@@ -26,6 +26,12 @@ def cmd_train(args):
     last = history[-1] if history else {}
     print(json.dumps({"out": args.out, "history": history}) if args.json
           else f"trained {len(history)} epochs, last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+
+
+def training_file(path):
+    if not os.path.exists(path):
+        fail(f"no training data at {path}")
+    return os.path.join(path, "train.jsonl") if os.path.isdir(path) else path
 
 
 def train_config(args):
@@ -36,10 +42,9 @@ def train_config(args):
 
 def cmd_cv(args):
     from valuemodel.model import ValueModel
-    from valuemodel.train import cross_validate
-    if not os.path.exists(args.data):
-        fail(f"no training data at {args.data}")
-    data = os.path.join(args.data, "train.jsonl") if os.path.isdir(args.data) else args.data
+    from valuemodel.train import cross_validate, read_rows
+    data = training_file(args.data)
+    read_rows(data)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
     report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json)
     if args.json:
@@ -84,10 +89,11 @@ def cmd_score(args):
 
 
 def cmd_eval(args):
-    from valuemodel.evaluate import evaluate
+    from valuemodel.evaluate import evaluate, read_eval_data
     from valuemodel.model import ValueModel
+    data = read_eval_data(args.data)
     vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
-    report = evaluate(vm, args.data, args.out, max_length=args.max_length)
+    report = evaluate(vm, args.data, args.out, max_length=args.max_length, data=data)
     if args.json:
         print(json.dumps(report))
         return

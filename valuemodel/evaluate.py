@@ -3,7 +3,7 @@
 import os
 from collections import defaultdict
 
-from datagen.store import write_json_atomic
+from datagen.store import write_json_atomic, write_text_atomic
 from engine.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.train import encode_row, read_rows
@@ -25,17 +25,26 @@ def score_rows(vm, rows, max_length=2048, batch_size=8, progress=None):
     return out
 
 
-def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None):
-    os.makedirs(out_dir, exist_ok=True)
-    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers}, "data": os.path.abspath(data_dir)}
-    scored = {}
+def read_eval_data(data_dir):
+    """The held-out rows of an export directory: {"test": rows, "test_balanced": rows}."""
+    data = {}
     for name in ("test", "test_balanced"):
         path = os.path.join(data_dir, f"{name}.jsonl")
         if not os.path.exists(path):
             raise ValueError(f"{data_dir} has no {name}.jsonl: give the directory written by `datagen export`")
-        rows = read_rows(path)
-        if not rows:
+        data[name] = read_rows(path)
+        if not data[name]:
             raise ValueError(f"{path} is empty")
+    return data
+
+
+def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
+    data = data or read_eval_data(data_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers}, "data": os.path.abspath(data_dir)}
+    scored = {}
+    for name in ("test", "test_balanced"):
+        rows = data[name]
         if name == "test_balanced":  # scores of duplicated rows are the same: score unique rows once
             key = lambda r: (r["problem_id"], r["example_id"])
             cache = {key(r): s for r, s in zip(scored["test"][0], scored["test"][1])}
@@ -59,8 +68,7 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None):
     report["within_problem"] = within_problem_auroc(groups)
     write_json_atomic(os.path.join(out_dir, "report.json"), report)
     plots(scored["test"][1], report, out_dir)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write(markdown(report))
+    write_text_atomic(os.path.join(out_dir, "report.md"), markdown(report))
     return report
 
 

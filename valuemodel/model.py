@@ -13,11 +13,13 @@ from contextlib import contextmanager
 
 import torch
 
-from datagen.store import write_json_atomic
+from datagen.store import schema_error, write_json_atomic
 from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
+CONFIG_FIELDS = {"base": str, "last_layers": int,
+                 "base_signature": {"shape": dict, "vocab": str, "embedding_probe": [(int, float)]}}
 
 
 class ValueModelError(ModelError):
@@ -137,6 +139,9 @@ class ValueModel:
         if "base_signature" not in cfg:
             raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                                   "(made by an older forkcode, or not a forkcode checkpoint)")
+        problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
+        if problem:
+            raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
         vm = note = None
         if not base and fallback_base and not os.path.exists(cfg["base"]):
             # A hub id (or a moved path): the policy's local copy first, no network, if it is the same model.

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from datagen.store import EXAMPLE_FIELDS, read_jsonl
 from engine.policy import vocab_fingerprint
 
 IGNORE = -100.0
@@ -47,8 +48,8 @@ class TrainConfig:
 
 
 def read_rows(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """An export's rows (datagen export), each checked for the fields training reads."""
+    return read_jsonl(path, EXAMPLE_FIELDS)
 
 
 def encode_row(row, tokenizer, fingerprint, base_name):
