@@ -272,6 +272,7 @@ def run_child(job, code, test, prelude):
                 status["value"] = _encode_value(fn(*args))
             else:  # assert code runs in the program's own namespace
                 exec(compile(test, "<test>", "exec"), mod.__dict__)
+                status["finished"] = True  # an os._exit(0) mid-test never gets here: no silent pass
     except SystemExit as exc:
         exit_code = _exit_code(exc)
         if job["kind"] != "stdio":

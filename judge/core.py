@@ -55,8 +55,10 @@ def _classify(raw, problem, index, mode, limits):
     elif problem.kind == "assert":
         if exc == "AssertionError" and status.get("phase") == "test":
             result.status = "wrong_answer"
-        elif exc or sig or raw["exit"] != 0:
+        elif exc or sig or raw["exit"] != 0 or not status.get("finished"):
             result.status = "runtime_error"
+            if not (exc or sig or raw["exit"] != 0):
+                stderr += "\nthe program ended the process before its tests finished (e.g. os._exit)"
     elif problem.kind == "call":
         if exc or sig or raw["exit"] != 0 or "value" not in status:
             result.status = "runtime_error"
@@ -113,18 +115,21 @@ def judge(program, problem, *, mode="strict", timeout=4.0, limits=None, fail_fas
 def judge_many(pairs, *, workers=None, progress=None, **options):
     """Judge (program, problem) pairs on a pool of sandbox servers; results in input order.
 
-    `progress(verdict)` is called as each finishes. A sandbox failure (not the program's) becomes
-    a runtime_error verdict for that pair instead of stopping the batch.
+    `progress(verdict)` is called as each finishes. A sandbox failure (not the program's: e.g. its
+    server was killed) is retried on a fresh server; only a pair that fails the sandbox three times
+    becomes a runtime_error verdict, instead of stopping the batch.
     """
     import os
     workers = workers or os.cpu_count() or 1
 
     def one(pair):
         program, problem = pair
-        try:
-            v = judge(program, problem, **options)
-        except SandboxError as exc:
-            v = Verdict("runtime_error", 0, problem.num_tests, error=f"sandbox error: {exc}")
+        for attempt in range(3):
+            try:
+                v = judge(program, problem, **options)
+                break
+            except SandboxError as exc:  # the pool has dropped the broken server; the next try gets a new one
+                v = Verdict("runtime_error", 0, problem.num_tests, error=f"sandbox error after {attempt + 1} tries: {exc}")
         if progress:
             progress(v)
         return v

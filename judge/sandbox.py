@@ -100,8 +100,11 @@ class SandboxServer:
         if self.proc.poll() is not None:
             raise SandboxError(f"sandbox server exited with {self.proc.returncode}")
         payload = json.dumps(job).encode()
-        self.proc.stdin.write(b"%16d" % len(payload) + payload)
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(b"%16d" % len(payload) + payload)
+            self.proc.stdin.flush()
+        except OSError as exc:  # killed between jobs: a broken pipe
+            raise SandboxError(f"sandbox server is gone ({exc.strerror})") from None
         # Watchdog for the whole sandbox: every test may use its full time limit.
         deadline = time.monotonic() + 10.0 + len(job["tests"]) * (job["timeout"] + 0.5)
         launcher, lines = None, []
