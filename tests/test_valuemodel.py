@@ -332,3 +332,48 @@ def test_cross_validation_learns_a_within_problem_signal_on_held_out_problems(ti
     assert last["random_pass@1"] == pytest.approx(0.5) and last["oracle_pass@1"] == 1.0
     # The model is left as it came (every fold starts from the same initial head).
     assert all(torch.equal(p, before[n]) for n, p in model.model.named_parameters() if p.requires_grad)
+
+
+def test_resume_after_a_kill_mid_epoch_or_while_saving_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, monkeypatch):
+    import valuemodel.train as train_module
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows = _rows(12)
+    for r in rows:
+        r["tokenizer"], r["policy"] = None, tiny_model_dir
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = TrainConfig(epochs=3, lr=1e-2, batch_size=4)
+
+    def fresh():
+        torch.manual_seed(0)
+        return ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    whole = train(fresh(), str(data), str(tmp_path / "whole"), cfg, progress=False)
+
+    real_epoch, calls = train_module.run_epoch, []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(train_module, "run_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), str(data), str(tmp_path / "cut"), cfg, progress=False)
+    monkeypatch.setattr(train_module, "run_epoch", real_epoch)
+    assert (tmp_path / "cut" / "train_state.pt").exists()
+
+    def killed_while_saving(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ValueModel, "save", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), str(data), str(tmp_path / "cut"), cfg, resume=True, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    assert (tmp_path / "cut" / "train_state.pt").exists()  # the kill while saving left the epoch checkpoint
+    resumed = train(fresh(), str(data), str(tmp_path / "cut"), cfg, resume=True, progress=False)
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in whole], abs=1e-5)
+    assert not (tmp_path / "cut" / "train_state.pt").exists()
+    a = ValueModel.load(str(tmp_path / "whole"), dtype="float32", device="cpu")
+    b = ValueModel.load(str(tmp_path / "cut"), dtype="float32", device="cpu")
+    seq = rows[0]["prompt_tokens"] + rows[0]["response_tokens"]
+    assert a.values([seq]) == b.values([seq])

@@ -305,13 +305,14 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     if eval_path:
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
                                                     cfg.max_length), cfg)
-    os.remove(state_path)  # the epoch checkpoint only serves --resume of an unfinished run
     vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
         "data": os.path.abspath(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
         "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
         "history": history, "eval_loss": eval_loss}})
+    # Only now: a run killed while saving resumes from the last epoch and saves again.
+    os.remove(state_path)
     return history
 
 
