@@ -28,14 +28,15 @@ def _data(path, vocab):
         prompt = [rng.randrange(100, vocab) for _ in range(120)]
         for i in range(8):
             resp = [rng.randrange(100, vocab) for _ in range(rng.randrange(60, 140))]
-            rows.append({"problem_id": f"p{p}", "policy": BASE, "tokenizer": None, "prompt_tokens": prompt,
+            rows.append({"problem_id": f"p{p}", "example_id": f"r{i}", "policy": BASE, "tokenizer": None, "prompt_tokens": prompt,
                          "response_tokens": resp, "label": int(i % 3 == 0), "label_start": 0,
                          "prompt_text": "", "response_text": ""})
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def test_training_epoch_with_and_without_the_frozen_cache(benchmark, tmp_path):
+def test_training_epoch_with_and_without_the_frozen_cache(benchmark, tmp_path, monkeypatch):
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))  # the cache is built here, not found
     results = {}
     for cache in (False, True):
         torch.manual_seed(0)
