@@ -151,7 +151,8 @@ def test_frozen_bottom_then_top_equals_the_full_forward(vm):
     assert torch.allclose(torch.cat([prompt_h.expand(3, -1, -1), resp_h], 1), whole, atol=1e-5)
 
 
-def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("last_layers", [0, 1])
+def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, tmp_path, monkeypatch, last_layers):
     monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
     rows = _rows(12)
     for r in rows:
@@ -162,7 +163,7 @@ def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, 
     results = {}
     for cache in (True, False):
         torch.manual_seed(0)  # the same head initialisation
-        model = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+        model = ValueModel.from_base(tiny_model_dir, last_layers=last_layers, dtype="float32", device="cpu")
         history = train(model, str(data), str(tmp_path / f"out-{cache}"),
                         TrainConfig(epochs=2, lr=1e-2, batch_size=4, cache=cache), progress=False)
         results[cache] = ([h["loss"] for h in history], model.values([rows[0]["prompt_tokens"] + rows[0]["response_tokens"]]))
@@ -175,7 +176,7 @@ def test_training_with_the_frozen_cache_equals_training_without(tiny_model_dir, 
     stamps = [g.stat().st_mtime_ns for g in groups]
     extra = dict(rows[0], problem_id="p9", prompt_tokens=[99, 98, 97])
     data.write_text("".join(json.dumps(r) + "\n" for r in rows + [extra]))
-    model = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    model = ValueModel.from_base(tiny_model_dir, last_layers=last_layers, dtype="float32", device="cpu")
     train(model, str(data), str(tmp_path / "out-more"), TrainConfig(epochs=1, batch_size=4), progress=False)
     assert [g.stat().st_mtime_ns for g in groups] == stamps
     assert len(list((tmp_path / "cache" / "frozen").glob("*/*.safetensors"))) == 4

@@ -203,11 +203,14 @@ class ValueModel:
                        use_cache=past_key_values is not None)
         return out.last_hidden_state, out.past_key_values
 
-    def top_logits(self, hidden, attention_mask=None):
-        """Per-token logits (before the sigmoid) from the hidden states bottom_hidden gave."""
+    def top_logits(self, hidden, attention_mask=None, final=False):
+        """Per-token logits (before the sigmoid) from the hidden states bottom_hidden gave, or, with
+        `final`, from the backbone's final output (head only: N = 0 and the final norm applied)."""
+        head = head_module(self.model)[1]
+        if final:
+            return head(hidden.to(self.trainable_dtype)).float()[..., 0]
         with self._only_layers(bottom=False) as base:
             out = base(inputs_embeds=hidden.to(self.trainable_dtype), attention_mask=attention_mask, use_cache=False)
-        head = head_module(self.model)[1]
         return head(out.last_hidden_state.to(self.trainable_dtype)).float()[..., 0]
 
     @property

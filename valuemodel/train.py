@@ -138,9 +138,15 @@ class FrozenFeatures:
         self.vm, self.feats = vm, feats
         self.hidden = None
         self.build_seconds = 0.0
+        self.final = False  # hidden states already through the (frozen) final norm: head-only training
         if use_cache:
             start = time.perf_counter()
             self.hidden = self._load_or_build(cache_dir, progress)
+            if vm.last_layers == 0:  # nothing trains below the head: apply the final norm once, not every epoch
+                norm = vm.model.base_model.norm
+                with torch.no_grad():
+                    self.hidden = [norm(h.to(vm.device)).cpu() for h in self.hidden]
+                self.final = True
             self.build_seconds = time.perf_counter() - start
 
     def _model_key(self):
@@ -247,7 +253,7 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
     for step, indices in enumerate(batches, 1):
         hidden, mask, labels, outcome = frozen.batch(indices)
         with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
-            logits = vm.top_logits(hidden, mask)
+            logits = vm.top_logits(hidden, mask, final=frozen.final)
         loss = problem_loss(logits, labels, outcome, cfg.pairwise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -325,7 +331,7 @@ def evaluate_loss(vm, feats, cfg):
     losses = []
     for b in batches:
         hidden, mask, labels, outcome = frozen.batch(b)
-        losses.append(problem_loss(vm.top_logits(hidden, mask), labels, outcome, cfg.pairwise).item())
+        losses.append(problem_loss(vm.top_logits(hidden, mask, final=frozen.final), labels, outcome, cfg.pairwise).item())
     return sum(losses) / len(losses)
 
 
@@ -335,7 +341,7 @@ def final_logits(vm, frozen, indices, batch_size=16):
     out = []
     for s in range(0, len(indices), batch_size):
         hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
-        logits = vm.top_logits(hidden, mask)
+        logits = vm.top_logits(hidden, mask, final=frozen.final)
         last = (labels != IGNORE).long().cumsum(1).argmax(1)
         out += logits[torch.arange(len(last)), last].tolist()
     return out
