@@ -98,12 +98,12 @@ def tree(policy, value, problem, cfg, tp=None):
                 if cut is not None:
                     r.tokens, r.values, r.logprobs = r.tokens[:cut + 1], r.values[:cut + 1], r.logprobs[:cut + 1]
                     saved += max(expected - len(r.tokens), 0)
-                    aborted.append(_candidate(policy, problem, r, "aborted"))
+                    aborted.append(_candidate(policy, value, problem, r, "aborted"))
                     break
             done = c.finish_reason == "eos" or code_block_closed(policy.decode(r.tokens)) \
                 or len(r.tokens) >= cfg.max_new_tokens
             if done:
-                finished.append(_candidate(policy, problem, r, "eos" if c.finish_reason == "eos" else "stop"))
+                finished.append(_candidate(policy, value, problem, r, "eos" if c.finish_reason == "eos" else "stop"))
                 if expected is None:
                     expected = len(r.tokens)
                 break
@@ -115,7 +115,9 @@ def tree(policy, value, problem, cfg, tp=None):
     return DecodeResult("tree", ranked[0].program, ranked[0].value, ranked, stats.as_dict())
 
 
-def _candidate(policy, problem, r, reason):
+def _candidate(policy, value, problem, r, reason):
+    from valuemodel.model import aggregate_values
     text = policy.decode(r.tokens)
+    program_value = aggregate_values(r.values, getattr(value, "aggregate", "last")) if r.values else None
     return Candidate(build_program(problem, extract_code(text)), text, list(r.tokens),
-                     r.values[-1] if r.values else None, reason, origin=r.origin, logprobs=list(r.logprobs))
+                     program_value, reason, origin=r.origin, logprobs=list(r.logprobs))

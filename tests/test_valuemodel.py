@@ -378,3 +378,20 @@ def test_resume_after_a_kill_mid_epoch_or_while_saving_matches_an_uninterrupted_
     b = ValueModel.load(str(tmp_path / "cut"), dtype="float32", device="cpu")
     seq = rows[0]["prompt_tokens"] + rows[0]["response_tokens"]
     assert a.values([seq]) == b.values([seq])
+
+
+def test_mean_aggregate_final_values_equal_the_mean_logit_of_the_continuation(vm):
+    from valuemodel.model import aggregate_values
+    prefix = [5 + (i * 7) % 300 for i in range(12)]
+    conts = [[9, 10, 11], [40] * 9, [77]]
+    vm.aggregate = "mean"
+    try:
+        shared = vm.final_values(prefix, conts)
+        full = [aggregate_values(v[len(prefix):], "mean") for v in vm.values([prefix + c for c in conts])]
+        no_prefix = vm.final_values([], conts)
+    finally:
+        vm.aggregate = "last"
+    assert shared == pytest.approx(full, abs=1e-5)
+    assert no_prefix == pytest.approx([aggregate_values(v, "mean") for v in vm.values(conts)], abs=1e-6)
+    assert aggregate_values([0.5, 0.9], "mean") == pytest.approx(0.75, abs=0.01)  # sigmoid of the mean logit
+    assert aggregate_values([0.2, 0.9], "last") == 0.9

@@ -6,6 +6,7 @@ import os
 from engine.policy import ModelError
 from judge.cli import OneLineParser, die, dispatch
 from judge.problems import ProblemError, load_problem
+from valuemodel.model import AGGREGATES
 
 
 def fail(message):
@@ -37,7 +38,8 @@ def training_file(path):
 def train_config(args):
     from valuemodel.train import TrainConfig
     return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                       seed=args.seed, pairwise=args.pairwise, weight_decay=args.weight_decay, cache=not args.no_cache)
+                       seed=args.seed, pairwise=args.pairwise, weight_decay=args.weight_decay, cache=not args.no_cache,
+                       aggregate=args.aggregate)
 
 
 def cmd_cv(args):
@@ -119,6 +121,9 @@ def main(argv=None):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--pairwise", type=float, default=1.0,
                        help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
+        p.add_argument("--aggregate", choices=AGGREGATES, default="last",
+                       help="a finished program's value, as ranking reads it and the pairwise term trains it: the "
+                       "last token's value (default, the paper's) or the mean logit over the program's tokens")
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")

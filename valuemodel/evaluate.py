@@ -6,6 +6,7 @@ from collections import defaultdict
 from datagen.store import write_json_atomic, write_text_atomic
 from engine.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
+from valuemodel.model import aggregate_values
 from valuemodel.train import encode_row, read_rows
 
 
@@ -41,7 +42,7 @@ def read_eval_data(data_dir):
 def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
     data = data or read_eval_data(data_dir)
     os.makedirs(out_dir, exist_ok=True)
-    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers}, "data": os.path.abspath(data_dir)}
+    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers, "aggregate": vm.aggregate}, "data": os.path.abspath(data_dir)}
     scored = {}
     for name in ("test", "test_balanced"):
         rows = data[name]
@@ -55,15 +56,15 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
         else:
             scored[name] = (rows, score_rows(vm, rows, max_length, progress=progress))
         rows, results = scored[name]
-        finals = [c[-1] for c, _, _ in results]
+        finals = [aggregate_values(c[s:] or c[-1:], vm.aggregate) for c, s, _ in results]
         labels = [y for _, _, y in results]
         report[name] = {"table2": table2(finals, labels), "calibration": calibration(finals, labels),
                         "process": process_curve(results)}
     rows, results = scored["test"]
     groups = defaultdict(list)
-    for r, (curve, _, y) in zip(rows, results):
+    for r, (curve, start, y) in zip(rows, results):
         if r["example_id"] != "trunk":  # selection is among sampled rollouts, not the trunk
-            groups[r["problem_id"]].append((curve[-1], y))
+            groups[r["problem_id"]].append((aggregate_values(curve[start:] or curve[-1:], vm.aggregate), y))
     report["selection"] = selection(groups)
     report["within_problem"] = within_problem_auroc(groups)
     write_json_atomic(os.path.join(out_dir, "report.json"), report)

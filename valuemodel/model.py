@@ -7,6 +7,7 @@ small config naming the base model, so a 14B value model ships as a delta: loadi
 """
 
 import json
+import math
 import os
 import warnings
 from contextlib import contextmanager
@@ -20,6 +21,19 @@ DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
 CONFIG_FIELDS = {"base": str, "last_layers": int,
                  "base_signature": {"shape": dict, "vocab": str, "embedding_probe": [(int, float)]}}
+
+
+# How a finished program's value is read from its per-token values: the last token's (the paper's),
+# or the mean logit over the program's tokens (a whole-program average, steadier for ranking).
+AGGREGATES = ("last", "mean")
+
+
+def aggregate_values(values, how="last"):
+    """A program's value from its tokens' values (sigmoid outputs), as `how` says."""
+    if how == "mean":
+        logits = [math.log(max(v, 1e-7) / max(1 - v, 1e-7)) for v in values]
+        return 1 / (1 + math.exp(-sum(logits) / len(logits)))
+    return values[-1]
 
 
 class ValueModelError(ModelError):
@@ -92,6 +106,7 @@ class ValueModel:
     def __init__(self, model, tokenizer, base, last_layers):
         self.model, self.tokenizer = model, tokenizer
         self.base, self.last_layers = base, last_layers
+        self.aggregate = "last"
         self.device = next(model.parameters()).device
         self.tokens_scored = 0
 
@@ -174,6 +189,9 @@ class ValueModel:
         if missing:
             raise ValueModelError(f"value checkpoint {path} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
         vm.model.load_state_dict(delta, strict=False)
+        vm.aggregate = cfg.get("aggregate", "last")
+        if vm.aggregate not in AGGREGATES:
+            raise ValueModelError(f"value checkpoint {path}: unknown aggregate {vm.aggregate!r} in {DELTA_CONFIG}")
         return vm
 
     # -- the frozen bottom and the trained top (training reads the bottom once: valuemodel/train.py)
@@ -239,7 +257,7 @@ class ValueModel:
         tmp = os.path.join(path, f".{DELTA_WEIGHTS}.tmp")
         save_file(delta, tmp)
         os.replace(tmp, os.path.join(path, DELTA_WEIGHTS))
-        cfg = {"base": self.base, "last_layers": self.last_layers,
+        cfg = {"base": self.base, "last_layers": self.last_layers, "aggregate": self.aggregate,
                "base_signature": base_signature(self.model, self.tokenizer),
                "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
@@ -264,12 +282,14 @@ class ValueModel:
 
     @torch.inference_mode()
     def final_values(self, prefix, continuations):
-        """The value at the last token of prefix + c for each continuation c: the shared prefix is
-        run once and every continuation reads its KV cache, all in one batch (right padding)."""
+        """Each continuation c's value as a finished program (prefix + c, read as `self.aggregate`
+        says: at its last token, or the mean over c's tokens): the shared prefix is run once and
+        every continuation reads its KV cache, all in one batch (right padding)."""
         from transformers import DynamicCache
         prefix, continuations = list(prefix), [list(c) for c in continuations]
         if not prefix or not all(continuations):
-            return [v[-1] for v in self.values([prefix + c for c in continuations])]
+            return [aggregate_values(v[len(prefix):] or v[-1:], self.aggregate)
+                    for v in self.values([prefix + c for c in continuations])]
         pad = self.tokenizer.pad_token_id
         cache = DynamicCache()
         self.model.base_model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache,
@@ -281,6 +301,10 @@ class ValueModel:
                             device=self.device)
         out = self.model.base_model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         self.tokens_scored += len(prefix) + sum(len(c) for c in continuations)
+        if self.aggregate == "mean":
+            logits = head_module(self.model)[1](out.last_hidden_state).float()[..., 0]
+            keep = mask[:, len(prefix):].float()
+            return torch.sigmoid((logits * keep).sum(1) / keep.sum(1)).tolist()
         last = out.last_hidden_state[torch.arange(k), torch.tensor([len(c) - 1 for c in continuations])]
         return self._head(last).tolist()
 

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     pairwise: float = 1.0         # weight of the within-problem ranking term (0: BCE only)
     weight_decay: float = 0.0     # AdamW decoupled weight decay (0: plain Adam, the paper's setting)
+    aggregate: str = "last"       # a program's value for ranking: "last" token's, or "mean" over its tokens
     cache: bool = True            # compute the frozen layers once (else every step)
     logging_steps: int = 10
 
@@ -107,7 +108,17 @@ def masked_bce(logits, labels):
     return torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], labels[keep])
 
 
-def problem_loss(logits, labels, outcome, pairwise):
+def rollout_logits(logits, labels, aggregate="last"):
+    """One logit per rollout, as a pick compares them: at its last labelled token, or the mean over
+    its labelled tokens (see valuemodel.model.AGGREGATES)."""
+    keep = labels != IGNORE
+    if aggregate == "mean":
+        return (logits.float() * keep).sum(1) / keep.sum(1).clamp(min=1)
+    last = keep.long().cumsum(1).argmax(1)  # index of each rollout's last labelled token
+    return logits.float()[torch.arange(len(last)), last]
+
+
+def problem_loss(logits, labels, outcome, pairwise, aggregate="last"):
     """The loss of one batch of rollouts of one problem (see the module docstring)."""
     keep = labels != IGNORE
     per_token = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -121,8 +132,7 @@ def problem_loss(logits, labels, outcome, pairwise):
         weights = torch.full_like(per_rollout, 1.0 / len(per_rollout))
     loss = (weights * per_rollout).sum()
     if pairwise and n_pos and n_neg:
-        last = keep.long().cumsum(1).argmax(1)  # index of each rollout's last labelled token
-        final = logits.float()[torch.arange(len(last)), last]
+        final = rollout_logits(logits, labels, aggregate)
         margins = final[pos][:, None] - final[~pos][None, :]
         loss = loss + pairwise * torch.nn.functional.softplus(-margins).mean()
     return loss
@@ -254,7 +264,7 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
         hidden, mask, labels, outcome = frozen.batch(indices)
         with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
             logits = vm.top_logits(hidden, mask, final=frozen.final)
-        loss = problem_loss(logits, labels, outcome, cfg.pairwise)
+        loss = problem_loss(logits, labels, outcome, cfg.pairwise, cfg.aggregate)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -276,6 +286,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     if not feats:
         raise ValueError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
     os.makedirs(out_dir, exist_ok=True)
+    vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
     from engine.policy import cache_root
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
@@ -331,19 +342,17 @@ def evaluate_loss(vm, feats, cfg):
     losses = []
     for b in batches:
         hidden, mask, labels, outcome = frozen.batch(b)
-        losses.append(problem_loss(vm.top_logits(hidden, mask, final=frozen.final), labels, outcome, cfg.pairwise).item())
+        losses.append(problem_loss(vm.top_logits(hidden, mask, final=frozen.final), labels, outcome, cfg.pairwise, cfg.aggregate).item())
     return sum(losses) / len(losses)
 
 
 @torch.no_grad()
-def final_logits(vm, frozen, indices, batch_size=16):
-    """Each feature's logit at its last labelled token (the value a best-of-k pick compares)."""
+def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
+    """Each feature's rollout logit (the value a best-of-k pick compares)."""
     out = []
     for s in range(0, len(indices), batch_size):
         hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
-        logits = vm.top_logits(hidden, mask, final=frozen.final)
-        last = (labels != IGNORE).long().cumsum(1).argmax(1)
-        out += logits[torch.arange(len(last)), last].tolist()
+        out += rollout_logits(vm.top_logits(hidden, mask, final=frozen.final), labels, aggregate).tolist()
     return out
 
 
@@ -378,7 +387,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
             batches = [[train_idx[j] for j in b] for b in problem_batches([feats[i] for i in train_idx],
                                                                           cfg.batch_size, rng)]
             run_epoch(vm, frozen, batches, optimizer, cfg)
-            for i, logit in zip(test_idx, final_logits(vm, frozen, test_idx)):
+            for i, logit in zip(test_idx, final_logits(vm, frozen, test_idx, cfg.aggregate)):
                 groups[epoch][feats[i]["problem_id"]].append((logit, feats[i]["label"]))
             if progress:
                 print(f"\rfold {fold + 1}/{folds} epoch {epoch + 1}/{epochs}", end="", flush=True)
