@@ -10,7 +10,10 @@ POLICY=${POLICY:-Qwen/Qwen2.5-Coder-0.5B-Instruct}
 MBPP=${MBPP:?set MBPP to the sanitized MBPP JSONL file}
 OUT=${OUT:-results/qwen}
 VALUE=${VALUE:-valuemodel/qwen}
-STEPS=${STEPS:-"prompt train-samples humaneval heldout data train eval rank"}
+STEPS=${STEPS:-"prompt train-samples humaneval heldout data cv train eval rank"}
+# The value model's training settings, chosen by the cv step (5-fold CV over the MBPP training problems).
+LAYERS=${LAYERS:-0} EPOCHS=${EPOCHS:-10} AGGREGATE=${AGGREGATE:-mean} WD=${WD:-0}
+TRAINING=(--last-layers "$LAYERS" --lr 1e-3 --pairwise 1 --aggregate "$AGGREGATE" --weight-decay "$WD" --max-length 1024)
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 # A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
 if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
@@ -41,9 +44,12 @@ for step in $STEPS; do
     datagen export "$OUT/mbpp-train" --out runs/qwen/train-data --test-fraction 0 --json > /dev/null
     datagen export "$OUT/prompt-$(chosen)" --out runs/qwen/heldout-data --test-fraction 1 --json > /dev/null
     ;;
-  train)    # the value model: head + last 2 layers on the policy's own model (a bf16 delta, ~60 MB)
+  cv)       # grouped 5-fold cross-validation of the training settings on the training problems only
+    valuemodel cv --data runs/qwen/train-data --base "$POLICY" "${TRAINING[@]}" --epochs 20 --json > "$OUT/cv.json"
+    ;;
+  train)    # the value model on the policy's own model: a head (+ LAYERS layers) delta, bf16
     valuemodel train --data runs/qwen/train-data --base "$POLICY" --base-id Qwen/Qwen2.5-Coder-0.5B-Instruct \
-      --out "$VALUE" --last-layers 2 --epochs "${EPOCHS:-2}" --max-length 1024 --resume
+      --out "$VALUE" "${TRAINING[@]}" --epochs "$EPOCHS" --resume
     ;;
   eval)     # the paper's metrics and within-problem ranking on the held-out MBPP validation samples
     valuemodel eval --value "$VALUE" --base "$POLICY" --data runs/qwen/heldout-data --out "$VALUE/report" --max-length 1024 --json > /dev/null

@@ -395,3 +395,26 @@ def test_mean_aggregate_final_values_equal_the_mean_logit_of_the_continuation(vm
     assert no_prefix == pytest.approx([aggregate_values(v, "mean") for v in vm.values(conts)], abs=1e-6)
     assert aggregate_values([0.5, 0.9], "mean") == pytest.approx(0.75, abs=0.01)  # sigmoid of the mean logit
     assert aggregate_values([0.2, 0.9], "last") == 0.9
+
+
+def test_probe_fit_ranks_held_out_problems_and_saves_a_head_only_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for p in range(10):  # passing rollouts end in token 250, failing ones in 30
+        for r in range(4):
+            resp = [20 + (p * 11 + r * 5 + j) % 150 for j in range(5)] + [250 if r % 2 else 30]
+            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
+                         "prompt_tokens": [5 + p, 6, 7], "response_tokens": resp, "label": r % 2, "label_start": 0,
+                         "prompt_text": "", "response_text": ""})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = TrainConfig(epochs=0, probe_l2=0.01, aggregate="last")
+    report = cross_validate(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"),
+                            str(data), cfg, folds=5, progress=False)
+    assert [c["epoch"] for c in report["curve"]] == [0] and report["curve"][0]["within_problem_auroc"] > 0.9
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    assert train(vm, str(data), str(tmp_path / "probe"), cfg, progress=False) == []
+    loaded = ValueModel.load(str(tmp_path / "probe"), dtype="float32", device="cpu")
+    good, bad = (loaded.values([rows[i]["prompt_tokens"] + rows[i]["response_tokens"]])[0][-1] for i in (1, 0))
+    assert good > bad

@@ -39,7 +39,7 @@ def train_config(args):
     from valuemodel.train import TrainConfig
     return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
                        seed=args.seed, pairwise=args.pairwise, weight_decay=args.weight_decay, cache=not args.no_cache,
-                       aggregate=args.aggregate)
+                       aggregate=args.aggregate, probe_l2=args.probe_l2)
 
 
 def cmd_cv(args):
@@ -124,6 +124,9 @@ def main(argv=None):
         p.add_argument("--aggregate", choices=AGGREGATES, default="last",
                        help="a finished program's value, as ranking reads it and the pairwise term trains it: the "
                        "last token's value (default, the paper's) or the mean logit over the program's tokens")
+        p.add_argument("--probe-l2", type=float, default=0.0,
+                       help="> 0 (with --last-layers 0): fit the head first as a convex within-problem ranking probe "
+                       "with this L2 weight on standardized features, then run --epochs (0 allowed) of the usual loss")
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")

@@ -29,6 +29,7 @@ import torch
 
 from datagen.store import EXAMPLE_FIELDS, read_jsonl
 from engine.policy import vocab_fingerprint
+from valuemodel.model import head_module
 
 IGNORE = -100.0
 STATE = "train_state.pt"
@@ -44,6 +45,7 @@ class TrainConfig:
     pairwise: float = 1.0         # weight of the within-problem ranking term (0: BCE only)
     weight_decay: float = 0.0     # AdamW decoupled weight decay (0: plain Adam, the paper's setting)
     aggregate: str = "last"       # a program's value for ranking: "last" token's, or "mean" over its tokens
+    probe_l2: float = 0.0         # > 0 (head only): first fit the head as a convex within-problem probe
     cache: bool = True            # compute the frozen layers once (else every step)
     logging_steps: int = 10
 
@@ -294,6 +296,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     params = [p for p in vm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, first_epoch = [], 0
+    probe = fit_probe(vm, frozen, list(range(len(feats))), cfg) if cfg.probe_l2 > 0 else None
     state_path = os.path.join(out_dir, STATE)
     if resume and os.path.exists(state_path):
         state = torch.load(state_path, map_location=vm.device, weights_only=False)
@@ -326,10 +329,11 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         "data": os.path.abspath(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
-        "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
+        "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2), "probe": probe,
         "history": history, "eval_loss": eval_loss}})
     # Only now: a run killed while saving resumes from the last epoch and saves again.
-    os.remove(state_path)
+    if os.path.exists(state_path):  # (no epochs after a probe fit: none was written)
+        os.remove(state_path)
     return history
 
 
@@ -344,6 +348,63 @@ def evaluate_loss(vm, feats, cfg):
         hidden, mask, labels, outcome = frozen.batch(b)
         losses.append(problem_loss(vm.top_logits(hidden, mask, final=frozen.final), labels, outcome, cfg.pairwise, cfg.aggregate).item())
     return sum(losses) / len(losses)
+
+
+def fit_probe(vm, frozen, indices, cfg):
+    """Head-only warm start: the head that best orders each problem's (pass, fail) pairs by their
+    rollout features (the aggregate of the final hidden states: mean over the rollout's tokens, or
+    its last token), a convex fit (pairwise logistic loss + `probe_l2` x |w|^2 over standardized
+    features, full-batch L-BFGS) -- then a 1-D logistic fit of scale and bias on the pooled labels,
+    so the values are probabilities again. Ranking within a problem comes from the probe alone: a
+    pooled BCE would spend the head on telling easy problems from hard ones."""
+    if vm.last_layers != 0 or not frozen.final:
+        raise ValueError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
+    feats = frozen.feats
+    with torch.no_grad():
+        x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
+        y = torch.tensor([feats[i]["label"] for i in indices], dtype=torch.float32)
+    mu, sigma = x.mean(0), x.std(0) + 1e-6
+    z = (x - mu) / sigma
+    by_problem = defaultdict(list)
+    for row, i in enumerate(indices):
+        by_problem[feats[i]["problem_id"]].append(row)
+    pos, neg = [], []
+    for rows in by_problem.values():
+        for a in rows:
+            for b in rows:
+                if y[a] == 1 and y[b] == 0:
+                    pos.append(a)
+                    neg.append(b)
+    pos, neg = torch.tensor(pos, dtype=torch.long), torch.tensor(neg, dtype=torch.long)
+    w = torch.zeros(z.shape[1], requires_grad=True)
+
+    def minimize(params, loss_fn):
+        opt = torch.optim.LBFGS(params, max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            return loss
+        opt.step(closure)
+    if len(pos):
+        minimize([w], lambda: torch.nn.functional.softplus(-((z[pos] - z[neg]) @ w)).mean() + cfg.probe_l2 * (w * w).sum())
+    direction = (w / sigma).detach()
+    score = (x @ direction).detach()
+    scale, bias = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
+    minimize([scale, bias], lambda: torch.nn.functional.binary_cross_entropy_with_logits(scale * score + bias, y))
+    head = head_module(vm.model)[1]
+    with torch.no_grad():
+        head.weight.copy_((scale * direction).reshape(head.weight.shape).to(head.weight.dtype))
+        if getattr(head, "bias", None) is not None:
+            head.bias.fill_(bias.item())
+    return {"pairs": len(pos), "l2": cfg.probe_l2, "scale": scale.item(), "bias": bias.item()}
+
+
+def _rollout_feature(hidden, labels, aggregate):
+    keep = torch.tensor([x != IGNORE for x in labels])
+    h = hidden[:len(labels)].float()
+    return h[keep].mean(0) if aggregate == "mean" else h[keep.nonzero()[-1, 0]]
 
 
 @torch.no_grad()
@@ -376,6 +437,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     initial = {n: p.detach().clone() for n, p in vm.model.state_dict().items() if n in names}
     epochs = math.ceil(cfg.epochs)
     groups = [defaultdict(list) for _ in range(epochs)]  # per epoch: problem -> [(logit, label)]
+    probe_groups = defaultdict(list)  # after the probe fit, before any epoch
     rng = random.Random(cfg.seed)
     for fold in range(folds):
         vm.model.load_state_dict(initial, strict=False)
@@ -383,6 +445,10 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
                                       lr=cfg.lr, weight_decay=cfg.weight_decay)
         train_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] != fold]
         test_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] == fold]
+        if cfg.probe_l2 > 0:
+            fit_probe(vm, frozen, train_idx, cfg)
+            for i, logit in zip(test_idx, final_logits(vm, frozen, test_idx, cfg.aggregate)):
+                probe_groups[feats[i]["problem_id"]].append((logit, feats[i]["label"]))
         for epoch in range(epochs):
             batches = [[train_idx[j] for j in b] for b in problem_batches([feats[i] for i in train_idx],
                                                                           cfg.batch_size, rng)]
@@ -395,14 +461,14 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
         print()
     vm.model.load_state_dict(initial, strict=False)
     curve = []
-    for epoch, g in enumerate(groups, 1):
+    for epoch, g in enumerate(([probe_groups] if probe_groups else []) + groups, 0 if probe_groups else 1):
         pick = selection(g, ks=(1,))["pass@1"]
         oracle = sum(any(y for _, y in items) for items in g.values()) / len(g)
         gap = oracle - pick["random_pick"]
         curve.append({"epoch": epoch, "within_problem_auroc": within_problem_auroc(g)["pairs_auroc"],
                       "value_pass@1": pick["value_picked"], "random_pass@1": pick["random_pick"],
                       "oracle_pass@1": oracle, "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None})
-    mixed = within_problem_auroc(groups[0])
+    mixed = within_problem_auroc(probe_groups or groups[0])
     return {"data": os.path.abspath(data_path), "folds": folds, "problems": len(problems),
             "mixed_problems": mixed["problems"], "pairs": mixed["pairs"], "config": asdict(cfg),
             "last_layers": vm.last_layers, "curve": curve}
