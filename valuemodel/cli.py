@@ -24,9 +24,12 @@ def cmd_train(args):
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
     vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
-    last = history[-1] if history else {}
-    print(json.dumps({"out": args.out, "history": history}) if args.json
-          else f"trained {len(history)} epochs, last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+    if args.json:
+        print(json.dumps({"out": args.out, "history": history}))
+        return
+    probe = f"head fitted as a within-problem probe (L2 {args.probe_l2:g}), then " if args.probe_l2 > 0 else ""
+    last = f", last loss {history[-1]['loss']:.4f}" if history else ""
+    print(f"{probe}trained {len(history)} epochs{last} -> {args.out}")
 
 
 def training_file(path):

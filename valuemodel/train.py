@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -153,7 +154,7 @@ class FrozenFeatures:
         self.final = False  # hidden states already through the (frozen) final norm: head-only training
         if use_cache:
             start = time.perf_counter()
-            self.hidden = self._load_or_build(cache_dir, progress)
+            self.hidden = self._load_or_build(cache_dir, progress and sys.stdout.isatty())
             if vm.last_layers == 0:  # nothing trains below the head: apply the final norm once, not every epoch
                 norm = vm.model.base_model.norm
                 with torch.no_grad():
