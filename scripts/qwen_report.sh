@@ -11,9 +11,11 @@ MBPP=${MBPP:?set MBPP to the sanitized MBPP JSONL file}
 OUT=${OUT:-results/qwen}
 VALUE=${VALUE:-valuemodel/qwen}
 STEPS=${STEPS:-"prompt train-samples humaneval heldout data cv train eval rank"}
-# The value model's training settings, chosen by the cv step (5-fold CV over the MBPP training problems).
-LAYERS=${LAYERS:-0} EPOCHS=${EPOCHS:-10} AGGREGATE=${AGGREGATE:-mean} WD=${WD:-0}
-TRAINING=(--last-layers "$LAYERS" --lr 1e-3 --pairwise 1 --aggregate "$AGGREGATE" --weight-decay "$WD" --max-length 1024)
+# The value model's training settings, chosen by 5-fold CV over the MBPP training problems
+# (results/qwen/critic-cv): the head alone, fitted as a within-problem probe on the mean over each
+# program's tokens, no further epochs.
+LAYERS=${LAYERS:-0} EPOCHS=${EPOCHS:-0} AGGREGATE=${AGGREGATE:-mean} PROBE=${PROBE:-0.3}
+TRAINING=(--last-layers "$LAYERS" --lr 1e-4 --aggregate "$AGGREGATE" --probe-l2 "$PROBE" --max-length 1024)
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 # A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
 if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
@@ -45,7 +47,9 @@ for step in $STEPS; do
     datagen export "$OUT/prompt-$(chosen)" --out runs/qwen/heldout-data --test-fraction 1 --json > /dev/null
     ;;
   cv)       # grouped 5-fold cross-validation of the training settings on the training problems only
-    valuemodel cv --data runs/qwen/train-data --base "$POLICY" "${TRAINING[@]}" --epochs 20 --json > "$OUT/cv.json"
+    mkdir -p "$OUT/critic-cv"
+    valuemodel cv --data runs/qwen/train-data --base "$POLICY" "${TRAINING[@]}" --epochs 3 --json \
+      > "$OUT/critic-cv/cv-probe-mean-$PROBE-ep3.json"
     ;;
   train)    # the value model on the policy's own model: a head (+ LAYERS layers) delta, bf16
     valuemodel train --data runs/qwen/train-data --base "$POLICY" --base-id Qwen/Qwen2.5-Coder-0.5B-Instruct \

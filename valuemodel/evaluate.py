@@ -123,8 +123,10 @@ def _f(x, pct=False):
 
 
 def markdown(report):
-    lines = ["# Value model report\n", f"Base `{report['value_model']['base']}`, last "
-             f"{report['value_model']['last_layers']} layers trained. Data: `{report['data']}`.\n"]
+    vm = report["value_model"]
+    program_value = {"last": "the last token's value", "mean": "the mean logit over the program's tokens"}[vm.get("aggregate", "last")]
+    lines = ["# Value model report\n", f"Base `{vm['base']}`, head + last {vm['last_layers']} layers trained; a "
+             f"program's value (selection, Table 2, calibration) is {program_value}. Data: `{report['data']}`.\n"]
     lines.append("## Selection among each problem's rollouts (test split)\n")
     lines.append("| metric | value-picked | random pick (exact) | relative improvement | problems |")
     lines.append("|---|---|---|---|---|")
@@ -133,10 +135,10 @@ def markdown(report):
                      f"{_f(s['relative_improvement'], True)} | {s['problems']} |")
     w = report.get("within_problem")
     if w:
-        lines.append(f"\nWithin-problem AUROC (final value, over the {w['pairs']} (pass, fail) pairs of the same "
+        lines.append(f"\nWithin-problem AUROC (program value, over the {w['pairs']} (pass, fail) pairs of the same "
                      f"problem, {w['problems']} problems with both): {_f(w['pairs_auroc'])} pair-weighted, "
                      f"{_f(w['mean_problem_auroc'])} mean per problem. 0.5 = no better than a random pick.")
-    lines.append("\n## Table 2 (final-token value, threshold 0.5)\n")
+    lines.append("\n## Table 2 (program value, threshold 0.5)\n")
     lines.append("| | test (as sampled) | test (balanced) |")
     lines.append("|---|---|---|")
     keys = [("n", "rollouts"), ("share_ge_0.5", "share >= 0.5"), ("share_lt_0.5", "share < 0.5"),
