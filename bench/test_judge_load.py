@@ -34,13 +34,14 @@ pytestmark = pytest.mark.skipif(isolation_level() != "namespaces", reason="the l
 def _rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return 0
 
 
 def judge_memory_kb():
-    """This process plus its sandbox servers (the forked sandboxes come and go with each job)."""
+    """Peak resident memory (VmHWM) of this process plus its sandbox servers (the forked sandboxes come
+    and go with each job)."""
     return _rss_kb(os.getpid()) + sum(_rss_kb(s.proc.pid) for s in list(_POOL.servers))
 
 
@@ -99,7 +100,7 @@ def test_judge_many_under_load(benchmark):
     left = leftover_processes()
     print(f"\n{PROGRAMS} programs (40% failing, 10% hostile), {WORKERS} workers, timeout {TIMEOUT:g} s")
     print(f"  {PROGRAMS / seconds:.1f} programs/s ({seconds:.0f} s); server {killed} killed after {PROGRAMS // 2}")
-    print(f"  judge memory (this process + sandbox servers): {memory.get(200, 0) / 1024:.0f} MiB after 200 programs, "
+    print(f"  judge peak memory (this process + sandbox servers): {memory.get(200, 0) / 1024:.0f} MiB after 200 programs, "
           f"{memory.get(PROGRAMS, 0) / 1024:.0f} MiB after {PROGRAMS}")
     print(f"  wrong verdicts {len(wrong)}, lost to the sandbox {len(lost)}, processes left behind {len(left)}")
     benchmark.extra_info.update({"programs_per_s": PROGRAMS / seconds, "rss_mib_200": memory.get(200, 0) / 1024,

@@ -40,13 +40,16 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
     """The policy and the value model (the given one, else the shipped default when the strategy
     needs one), checked to share a tokenizer."""
     from engine.policy import ModelError, load_policy, vocab_fingerprint
-    policy = load_policy(policy_spec, backend, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
-    value = None
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
     if needs_value and path is None:
         raise ModelError(f"{strategy} needs a value model: pass --value DIR "
                          "(train one with `valuemodel train`; no default value model is installed)")
+    if path is not None:
+        from valuemodel.model import read_checkpoint_config
+        read_checkpoint_config(path)  # a damaged checkpoint fails now, not after the policy has loaded
+    policy = load_policy(policy_spec, backend, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
+    value = None
     if path is not None:
         from valuemodel.model import ValueModel
         value = ValueModel.load(path, dtype=dtype, device=device, fallback_base=policy_spec)

@@ -136,6 +136,7 @@ def test_malformed_problem_files(workdir, capsys, data):
     problem = os.path.join(root, "problem.json")
     _refuses(capsys, judge_main, ["run", os.path.join(root, "prog.py"), "--problem", problem], root)
     _refuses(capsys, decode_main, ["--problem", problem, "--strategy", "greedy"], root)
+    _refuses(capsys, valuemodel_main, ["score", os.path.join(root, "prog.py"), "--problem", problem, "--value", VALUE], root)
     shutil.rmtree(root)
 
 
@@ -220,7 +221,12 @@ def test_malformed_export_datasets(workdir, capsys, name, data):
 @given(broken_object(json.load(open(os.path.join(VALUE, "value_config.json"))), ["base", "last_layers", "base_signature"]))
 def test_malformed_value_checkpoints(workdir, capsys, data):
     export = {f"export/{n}": (_json(EXAMPLE) + b"\n") * 2 for n in ("test.jsonl", "test_balanced.jsonl")}
-    root = _fresh({"value/value_config.json": data, **export})
-    value = os.path.join(root, "value")
+    root = _fresh({"value/value_config.json": data, "problem.json": _json(HUMANEVAL), "prog.py": b"def f(x):\n    return x\n",
+                   **export})
+    value, problem = os.path.join(root, "value"), os.path.join(root, "problem.json")
     _refuses(capsys, valuemodel_main, ["eval", "--value", value, "--data", os.path.join(root, "export"),
                                        "--out", os.path.join(root, "out")], root)
+    _refuses(capsys, valuemodel_main, ["score", os.path.join(root, "prog.py"), "--problem", problem, "--value", value], root)
+    _refuses(capsys, decode_main, ["--problem", problem, "--strategy", "best_of_k", "--value", value], root)
+    _refuses(capsys, bench_main, ["quality", "--dataset", problem, "--strategies", "best_of_k", "--value", value,
+                                  "--out", os.path.join(root, "q")], os.path.join(root, "value"))

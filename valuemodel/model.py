@@ -100,6 +100,31 @@ def compare_base(expected, found):
     return f"refuse: same architecture and vocabulary but other weights (embedding correlation {corr:.2f})"
 
 
+def read_checkpoint_config(path):
+    """A value checkpoint's config, checked (cheap: before any model loads); ValueModelError if it
+    is missing, unreadable, from an older forkcode or damaged."""
+    cfg_path = os.path.join(path, DELTA_CONFIG)
+    if not os.path.exists(cfg_path):
+        raise ValueModelError(f"no value model at {path} (missing {DELTA_CONFIG})")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} is unreadable ({str(exc).splitlines()[0][:100]})") from None
+    if not isinstance(cfg, dict) or not {"base", "last_layers"} <= set(cfg):
+        raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} lacks 'base' or 'last_layers' "
+                              "(not a forkcode value checkpoint, or a damaged one)")
+    if "base_signature" not in cfg:
+        raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
+                              "(made by an older forkcode, or not a forkcode checkpoint)")
+    problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
+    if problem:
+        raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
+    if cfg.get("aggregate", "last") not in AGGREGATES:
+        raise ValueModelError(f"value checkpoint {path}: unknown aggregate {cfg['aggregate']!r} in {DELTA_CONFIG}")
+    return cfg
+
+
 class ValueModel:
     """Token-level value head on a causal LM backbone."""
 
@@ -140,23 +165,7 @@ class ValueModel:
         `fallback_base` is tried when the named base cannot be loaded here (a hub id offline: the
         policy's own copy of the same model, e.g. its GGUF)."""
         from safetensors.torch import load_file
-        cfg_path = os.path.join(path, DELTA_CONFIG)
-        if not os.path.exists(cfg_path):
-            raise ValueModelError(f"no value model at {path} (missing {DELTA_CONFIG})")
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                cfg = json.load(f)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} is unreadable ({str(exc).splitlines()[0][:100]})") from None
-        if not isinstance(cfg, dict) or not {"base", "last_layers"} <= set(cfg):
-            raise ValueModelError(f"value checkpoint {path}: {DELTA_CONFIG} lacks 'base' or 'last_layers' "
-                                  "(not a forkcode value checkpoint, or a damaged one)")
-        if "base_signature" not in cfg:
-            raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
-                                  "(made by an older forkcode, or not a forkcode checkpoint)")
-        problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
-        if problem:
-            raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
+        cfg = read_checkpoint_config(path)
         vm = note = None
         if not base and fallback_base and not os.path.exists(cfg["base"]):
             # A hub id (or a moved path): the policy's local copy first, no network, if it is the same model.
@@ -190,8 +199,6 @@ class ValueModel:
             raise ValueModelError(f"value checkpoint {path} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
         vm.model.load_state_dict(delta, strict=False)
         vm.aggregate = cfg.get("aggregate", "last")
-        if vm.aggregate not in AGGREGATES:
-            raise ValueModelError(f"value checkpoint {path}: unknown aggregate {vm.aggregate!r} in {DELTA_CONFIG}")
         return vm
 
     # -- the frozen bottom and the trained top (training reads the bottom once: valuemodel/train.py)
