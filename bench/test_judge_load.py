@@ -13,7 +13,7 @@ import time
 import pytest
 
 from judge import judge_many, load_dataset
-from judge.sandbox import _POOL, UID_BASE, isolation_level
+from judge.sandbox import _POOL, isolation_level
 
 PROGRAMS = int(os.environ.get("FORKCODE_BENCH_PROGRAMS", 2000))  # fewer for a quick check
 WORKERS = 2
@@ -45,19 +45,16 @@ def judge_memory_kb():
     return _rss_kb(os.getpid()) + sum(_rss_kb(s.proc.pid) for s in list(_POOL.servers))
 
 
-def leftover_processes():
-    """Processes of sandbox uids, or sandbox servers not in the pool: what a run must not leave."""
-    live = {s.proc.pid for s in _POOL.servers}
+def leftover_processes(servers):
+    """What this run left: its sandbox servers (each leads its own session) or any process still in
+    one of their sessions (their sandboxes). Other jobs' judges on the machine do not count."""
     left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
-            uid = os.stat(f"/proc/{pid}").st_uid
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
+            if pid in servers or os.getsid(pid) in servers:
+                left.append(pid)
         except OSError:
             continue
-        if uid >= UID_BASE or (b"_runner.py" in cmd and int(pid) not in live):
-            left.append(int(pid))
     return left
 
 
@@ -75,13 +72,14 @@ def batch():
 
 def test_judge_many_under_load(benchmark):
     items = batch()
-    memory, done, killed = {}, [0], []
+    memory, done, killed, servers = {}, [0], [], set()
     lock = threading.Lock()
 
     def progress(_verdict):
         with lock:
             done[0] += 1
             n = done[0]
+            servers.update(s.proc.pid for s in list(_POOL.servers))
         if n in (200, PROGRAMS):
             memory[n] = judge_memory_kb()
         if n == PROGRAMS // 2 and _POOL.servers:  # kill a server (and its sandbox) mid-run
@@ -97,7 +95,7 @@ def test_judge_many_under_load(benchmark):
     lost = [v for v in verdicts if "sandbox error" in v.error]
     _POOL.close()
     time.sleep(0.5)
-    left = leftover_processes()
+    left = leftover_processes(servers)
     print(f"\n{PROGRAMS} programs (40% failing, 10% hostile), {WORKERS} workers, timeout {TIMEOUT:g} s")
     print(f"  {PROGRAMS / seconds:.1f} programs/s ({seconds:.0f} s); server {killed} killed after {PROGRAMS // 2}")
     print(f"  judge peak memory (this process + sandbox servers): {memory.get(200, 0) / 1024:.0f} MiB after 200 programs, "
