@@ -84,7 +84,7 @@ class TreeStore:
         with open(self.path, "rb") as f:
             data = f.read()
         good = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-        self._parse(data)  # a bad complete line is an error: nothing is cut or written then
+        parse_rows(data, self.path, self.fields)  # a bad complete line is an error: nothing is cut or written then
         if good != len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
@@ -95,26 +95,7 @@ class TreeStore:
         if not os.path.exists(self.path):
             return []
         with open(self.path, "rb") as f:
-            return self._parse(f.read(), skip_bad)
-
-    def _parse(self, data, skip_bad=False):
-        """The rows of the file's bytes up to the last newline (an append may be under way after it)."""
-        rows, self.skipped = [], 0
-        for lineno, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                problem = schema_error(row, self.fields)
-                if problem:
-                    raise ValueError(problem)
-            except ValueError as exc:
-                if skip_bad:
-                    self.skipped += 1
-                    continue
-                raise StoreError(f"{self.path}:{lineno}: not a row ({str(exc).splitlines()[0][:80]}); "
-                                 "nothing was changed (fix or remove the line, or read with --skip-bad)") from None
-            rows.append(row)
+            rows, self.skipped = parse_rows(f.read(), self.path, self.fields, skip_bad)
         return rows
 
     def done_ids(self):
@@ -132,6 +113,28 @@ class TreeStore:
             os.close(fd)
 
 
+def parse_rows(data, path, fields, skip_bad=False):
+    """(rows, lines skipped) of a JSONL file's bytes up to the last newline (an append may be under
+    way after it); a bad line is a StoreError naming `path` and the line, unless skipped."""
+    rows, skipped = [], 0
+    for lineno, line in enumerate(data[:data.rfind(b"\n") + 1].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            problem = schema_error(row, fields)
+            if problem:
+                raise ValueError(problem)
+        except ValueError as exc:
+            if skip_bad:
+                skipped += 1
+                continue
+            raise StoreError(f"{path}:{lineno}: not a row ({str(exc).splitlines()[0][:80]}); "
+                             "nothing was changed (fix or remove the line, or read with --skip-bad)") from None
+        rows.append(row)
+    return rows, skipped
+
+
 def read_jsonl(path, fields):
     """Every row of a JSONL file that is not being appended to (an export); a bad line is a
     StoreError naming the file and line."""
@@ -140,10 +143,9 @@ def read_jsonl(path, fields):
             data = f.read()
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from None
-    store = TreeStore(os.path.dirname(path), os.path.basename(path), fields=fields)
     if data and not data.endswith(b"\n"):
         data += b"\n"  # a finished file: its last line counts even without a newline
-    return store._parse(data)
+    return parse_rows(data, path, fields)[0]
 
 
 def write_text_atomic(path, text):

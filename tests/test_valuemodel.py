@@ -311,18 +311,25 @@ def test_within_problem_auroc_ignores_problem_difficulty():
     assert within_problem_auroc({"x": [(0.3, 1)]})["pairs_auroc"] is None
 
 
-def test_cross_validation_learns_a_within_problem_signal_on_held_out_problems(tiny_model_dir, tmp_path, monkeypatch):
-    from valuemodel.train import cross_validate
-    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+def _separable_rows(model_dir, tmp_path):
+    """10 problems x 4 rollouts in which the passing ones end in token 250 and the failing ones in
+    30: a within-problem signal a head on the final hidden state can learn. (rows, train.jsonl)"""
     rows = []
-    for p in range(10):  # in every problem, the passing rollouts end in token 250, the failing ones in 30
+    for p in range(10):
         for r in range(4):
             resp = [20 + (p * 11 + r * 5 + j) % 150 for j in range(5)] + [250 if r % 2 else 30]
-            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
+            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": model_dir, "tokenizer": None,
                          "prompt_tokens": [5 + p, 6, 7], "response_tokens": resp, "label": r % 2, "label_start": 0,
                          "prompt_text": "", "response_text": ""})
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows, data
+
+
+def test_cross_validation_learns_a_within_problem_signal_on_held_out_problems(tiny_model_dir, tmp_path, monkeypatch):
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows, data = _separable_rows(tiny_model_dir, tmp_path)
     torch.manual_seed(0)
     model = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
     before = {n: p.clone() for n, p in model.model.named_parameters() if p.requires_grad}
@@ -400,15 +407,7 @@ def test_mean_aggregate_final_values_equal_the_mean_logit_of_the_continuation(vm
 def test_probe_fit_ranks_held_out_problems_and_saves_a_head_only_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     from valuemodel.train import cross_validate
     monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
-    rows = []
-    for p in range(10):  # passing rollouts end in token 250, failing ones in 30
-        for r in range(4):
-            resp = [20 + (p * 11 + r * 5 + j) % 150 for j in range(5)] + [250 if r % 2 else 30]
-            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
-                         "prompt_tokens": [5 + p, 6, 7], "response_tokens": resp, "label": r % 2, "label_start": 0,
-                         "prompt_text": "", "response_text": ""})
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, data = _separable_rows(tiny_model_dir, tmp_path)
     cfg = TrainConfig(epochs=0, probe_l2=0.01, aggregate="last")
     report = cross_validate(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"),
                             str(data), cfg, folds=5, progress=False)

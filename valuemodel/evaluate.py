@@ -57,14 +57,16 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
             scored[name] = (rows, score_rows(vm, rows, max_length, progress=progress))
         rows, results = scored[name]
         finals = [aggregate_values(c[s:] or c[-1:], vm.aggregate) for c, s, _ in results]
+        if name == "test":
+            test_finals = finals
         labels = [y for _, _, y in results]
         report[name] = {"table2": table2(finals, labels), "calibration": calibration(finals, labels),
                         "process": process_curve(results)}
     rows, results = scored["test"]
     groups = defaultdict(list)
-    for r, (curve, start, y) in zip(rows, results):
+    for r, final, (_, _, y) in zip(rows, test_finals, results):
         if r["example_id"] != "trunk":  # selection is among sampled rollouts, not the trunk
-            groups[r["problem_id"]].append((aggregate_values(curve[start:] or curve[-1:], vm.aggregate), y))
+            groups[r["problem_id"]].append((final, y))
     report["selection"] = selection(groups)
     report["within_problem"] = within_problem_auroc(groups)
     write_json_atomic(os.path.join(out_dir, "report.json"), report)
