@@ -16,8 +16,8 @@ from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 from judge.sandbox import SandboxError
 
 
-def _settings(args, cfg, tree_params):
-    decode = {k: v for k, v in {**asdict(cfg), **asdict(tree_params)}.items() if k != "strategy"}
+def _settings(args, cfg):
+    decode = {k: v for k, v in asdict(cfg).items() if k != "strategy"}
     return {"dataset": args.dataset, "split": args.split, "limit": args.limit, "policy": args.policy,
             "value": args.value or "default (shipped)",
             "backend": args.backend, "dtype": args.dtype, "timeout": args.timeout, "decode": decode}
@@ -28,7 +28,7 @@ def cmd_quality(args):
     from rich.progress import Progress
 
     from datagen.store import write_json_atomic
-    from engine.cli import NEEDS_VALUE, config_from_args, load_models, strategy_fn
+    from engine.cli import NEEDS_VALUE, config_from_args, load_models
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
@@ -40,7 +40,7 @@ def cmd_quality(args):
         raise ProblemError(f"{args.dataset} has no problems with tests")
     os.makedirs(args.out, exist_ok=True)
     cfg = config_from_args(args, strategies[0])
-    settings = _settings(args, cfg, strategy_fn.tree_params)
+    settings = _settings(args, cfg)
     path = os.path.join(args.out, SETTINGS)
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
@@ -49,7 +49,10 @@ def cmd_quality(args):
 
         def same(s):  # one dataset file under two spellings of its path is the same dataset
             s = {k: v for k, v in s.items() if k not in free}
-            return {**s, "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
+            # The tree's "chunk" (tokens between checks) went with the batched engine (one token a step).
+            decode = {k: v for k, v in s.get("decode", {}).items() if k != "chunk"}
+            return {**s, "decode": decode,
+                    "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
         if same(old) != same(settings):
             raise ValueError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
@@ -64,7 +67,7 @@ def cmd_quality(args):
     with Progress(console=console, disable=not console.is_terminal) as bar:
         for strategy in strategies:
             task = bar.add_task(strategy, total=len(problems))
-            run_strategy(policy, value, problems, strategy, strategy_fn(strategy), replace(cfg, strategy=strategy),
+            run_strategy(policy, value, problems, strategy, replace(cfg, strategy=strategy),
                          args.out, timeout=args.timeout, progress=lambda task=task: bar.advance(task), max_rows=args.batch_rows)
             console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
     report(args.out, console, args.json)
@@ -105,7 +108,7 @@ def main(argv=None):
     q.add_argument("--out", required=True, help="report directory (runs resume from it)")
     q.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s != "sample"),
                    help="comma-separated, from " + ", ".join(STRATEGIES) + " (sample: only best_of_k's judged samples, no value model)")
-    q.add_argument("--batch-rows", type=int, default=32, help="sample/best_of_k: rows in one batch, from several problems (default 32)")
+
     add_model_and_search_options(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")

@@ -121,7 +121,7 @@ def rank_samples(value, row):
                             "mean_logprob": stored[c.program]["mean_logprob"]} for c in ranked]}
 
 
-def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):
+def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):
     """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done.
     sample and best_of_k share runs/sample.jsonl: best_of_k ranks stored samples, sampling only
     the problems that have none yet (many problems in one batch)."""
@@ -148,13 +148,16 @@ def run_strategy(policy, value, problems, strategy, run, cfg, out_dir, timeout=4
             for _ in range(len(problems) - len(todo)):
                 progress()
         return store.trees()
-    for problem in problems:
-        if problem.id not in done:
-            result = run(policy, value, problem, cfg)
-            cands = [c for c in result.candidates if c.program == result.program][:1]
-            result.candidates = cands
-            verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
-            store.append(judged_row(problem, result, verdicts))
+    from engine.cli import decode_all
+    todo = [p for p in problems if p.id not in done]
+    if progress:
+        for _ in range(len(problems) - len(todo)):
+            progress()
+    for problem, result in decode_all(policy, value, todo, strategy, cfg, max_rows):
+        cands = [c for c in result.candidates if c.program == result.program][:1]
+        result.candidates = cands
+        verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
+        store.append(judged_row(problem, result, verdicts))
         if progress:
             progress()
     return store.trees()

@@ -8,12 +8,13 @@ The value model is `FORKCODE_BENCH_VALUE` (a checkpoint directory), else the shi
 
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
 from engine.best_of_k import best_of_k, sample_candidates
 from engine.result import DecodeConfig
-from engine.tree import TreeParams, tree
+from engine.tree import tree
 from judge import load_problem
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
@@ -40,7 +41,7 @@ def test_best_of_k_overhead_and_tree_tokens(benchmark, models):
     r = best_of_k(policy, value, problem, cfg)
     guided = time.perf_counter() - start
     overhead = guided / plain - 1
-    t = tree(policy, value, problem, cfg, TreeParams(max_branches=K - 1))
+    t = tree(policy, value, problem, replace(cfg, max_branches=K - 1))
     print(f"\nbest_of_k k={K}: {guided:.1f} s vs plain sampling {plain:.1f} s -> value overhead {overhead:+.1%} "
           f"(value phase {r.stats['wall_s']['value']:.2f} s)")
     print(f"tree ({t.stats['finished'] + t.stats['aborted']} rollouts, {t.stats['aborted']} aborted): "

@@ -11,7 +11,12 @@ from judge.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset, load_problem
 from judge.sandbox import SandboxError
 
-STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
+# Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
+# used, so that --help stays light). Beam and tree also have a generator form that can share each
+# step's batch with other problems' searches (engine.batch.run_searches).
+STRATEGIES = {"greedy": "engine.baselines:greedy", "sample": "engine.baselines:sample",
+              "best_of_k": "engine.best_of_k:best_of_k", "beam": "engine.beam:beam", "tree": "engine.tree:tree"}
+SEARCHES = {"beam": "engine.beam:beam_search", "tree": "engine.tree:tree_search"}
 NEEDS_VALUE = ("best_of_k", "beam", "tree")
 # Where the project's default value model lives (a delta on the default policy).
 DEFAULT_VALUE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "valuemodel", "default")
@@ -22,17 +27,30 @@ PLUMBING_NOTE = ("note: the default policy, SmolLM2-135M, is a plumbing model (~
 
 
 def strategy_fn(name):
-    if name in ("greedy", "sample"):
-        from engine import baselines
-        return getattr(baselines, name)
-    if name == "best_of_k":
-        from engine.best_of_k import best_of_k
-        return best_of_k
-    if name == "beam":
-        from engine.beam import beam
-        return beam
-    from engine.tree import tree
-    return lambda policy, value, problem, cfg: tree(policy, value, problem, cfg, strategy_fn.tree_params)
+    """The strategy's function: (policy, value, problem, DecodeConfig) -> DecodeResult."""
+    import importlib
+    module, fn = STRATEGIES[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def decode_all(policy, value, problems, strategy, cfg, max_rows=32):
+    """(problem, result) for every problem, in the order they finish. Beam and tree searches of
+    several problems run side by side, sharing each step's batched forward (engine.batch.run_searches,
+    at most max_rows rows); the other strategies decode one problem at a time."""
+    if strategy not in SEARCHES or len(problems) == 1:
+        run = strategy_fn(strategy)
+        for problem in problems:
+            yield problem, run(policy, value, problem, cfg)
+        return
+    import importlib
+
+    from engine.batch import run_searches
+    module, fn = SEARCHES[strategy].split(":")
+    search = getattr(importlib.import_module(module), fn)
+    searches = (search(policy, value, p, cfg) for p in problems)
+    width = cfg.beam_width * cfg.expansions if strategy == "beam" else cfg.max_branches + 1
+    for index, result in run_searches(searches, max_rows=max_rows, width=width):
+        yield problems[index], result
 
 
 def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", device="auto", needs_value=False,
@@ -96,7 +114,6 @@ def cmd_decode(args):
         elif args.limit:
             problems = problems[: args.limit]
     cfg = config_from_args(args, args.strategy)
-    run = strategy_fn(args.strategy)
     from engine.policy import DEFAULT_POLICY
     if args.policy in (None, "", DEFAULT_POLICY):
         print(PLUMBING_NOTE, file=sys.stderr)
@@ -107,8 +124,7 @@ def cmd_decode(args):
     rows, start = [], time.perf_counter()
     with Progress(console=console, transient=True, disable=len(problems) == 1 or not console.is_terminal) as bar:
         task = bar.add_task(f"decoding ({args.strategy})", total=len(problems))
-        for problem in problems:
-            result = run(policy, value, problem, cfg)
+        for problem, result in decode_all(policy, value, problems, args.strategy, cfg, args.batch_rows):
             verdict = judge(result.program, problem, timeout=args.timeout) if args.judge and problem.num_tests else None
             row = {"problem_id": problem.id, **result.to_dict()}
             if verdict is not None:
@@ -178,6 +194,9 @@ def add_model_and_search_options(parser):
     parser.add_argument("--patience", type=int, default=8, help="tree: for this many consecutive tokens")
     parser.add_argument("--warmup", type=float, default=0.5, help="tree: after this fraction of the first rollout's length")
     parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
+    parser.add_argument("--batch-rows", type=int, default=32,
+                        help="rows in one batch: sample/best_of_k samples, or beam/tree searches of several problems "
+                             "side by side (default 32)")
     add_prompt_option(parser)
     parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     parser.add_argument("--device", default="auto")
@@ -185,13 +204,11 @@ def add_model_and_search_options(parser):
 
 
 def config_from_args(args, strategy):
-    from engine.tree import TreeParams
-    strategy_fn.tree_params = TreeParams(branch_prob=args.branch_prob, max_branches=args.max_branches,
-                                         abort_value=args.abort_value, patience=args.patience, warmup=args.warmup)
     return DecodeConfig(strategy=strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
                         max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
                         expansions=args.expansions, step=args.step, token_budget=args.token_budget,
-                        prompt=args.prompt)
+                        branch_prob=args.branch_prob, max_branches=args.max_branches, abort_value=args.abort_value,
+                        patience=args.patience, warmup=args.warmup, prompt=args.prompt)
 
 
 def main(argv=None):
@@ -202,7 +219,7 @@ def main(argv=None):
     pick = parser.add_mutually_exclusive_group()
     pick.add_argument("--index", type=int, help="only the problem at this index of the dataset")
     pick.add_argument("--limit", type=int, default=0, help="only the first N problems of the dataset")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="best_of_k")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="best_of_k")
     add_model_and_search_options(parser)
     parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")

@@ -279,6 +279,21 @@ class HFPolicy(TokenizerOps):
                          logits_to_keep=1 if last_only else 0)
         return out.logits, out.past_key_values
 
+    def forward_rows(self, input_ids, cache, attention_mask=None, position_ids=None):
+        """For engine.batch.Rows: ((next-token logits, the hidden states of every layer) at each
+        row's last position, the grown cache). The hidden states are what a head-only value model on
+        this same model reads (engine.batch.SharedTrunkValue): the last one (after the final norm),
+        or the one after layer N for a critic cut at N layers."""
+        self.stats.forward_tokens += input_ids.numel()
+        self.stats.forward_calls += 1
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, attention_mask=attention_mask,
+                         position_ids=position_ids, logits_to_keep=1, output_hidden_states=True)
+        return (out.logits[:, -1], [h[:, -1] for h in out.hidden_states]), out.past_key_values
+
+    def pick(self, logits, params, uniforms):
+        """Next tokens for rows of logits (see _pick), with one uniform draw per row given."""
+        return self._pick(logits, params, None, uniforms)
+
     @torch.inference_mode()
     def teacher_force(self, prefix, continuation):
         """Log-probs of `continuation` after `prefix` in one forward pass, and a PrefixState that

@@ -28,6 +28,11 @@ class DecodeConfig:
     expansions: int = 3          # beam: E sampled continuations per beam and step
     step: str = "line"           # beam: "line" or a number of tokens per step
     token_budget: int = 4096     # beam: policy tokens for the whole search
+    branch_prob: float = 0.1     # tree: fork at tokens less likely than this
+    max_branches: int = 7        # tree: rollouts besides the trunk
+    abort_value: float = 0.2     # tree: abort below this value...
+    patience: int = 8            # tree: ...for this many consecutive tokens...
+    warmup: float = 0.5          # tree: ...once past this fraction of the trunk's length
     prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" (reason, then code) or "code" (code only)
 
 
@@ -73,9 +78,17 @@ class Stats:
         finally:
             self.wall[name] = round(self.wall.get(name, 0.0) + time.perf_counter() - start, 4)
 
-    def as_dict(self):
+    def as_dict(self, frontier=None):
+        """The counts of this decode: from the policy's and value model's counters, or, for a search
+        on a batched frontier (engine.batch; other searches may share those counters), from the
+        frontier's own accounts (every token fed to the policy gets its value)."""
         now = self.policy.stats
-        return {"policy_tokens": now.generated_tokens - self.policy0.generated_tokens,
-                "policy_forward_tokens": now.forward_tokens - self.policy0.forward_tokens,
-                "value_tokens": getattr(self.value, "tokens_scored", 0) - self.value0,
+        if frontier is not None:
+            counts = {"policy_tokens": frontier.counts["sampled"], "policy_forward_tokens": frontier.counts["fed"],
+                      "value_tokens": frontier.counts["fed"]}
+        else:
+            counts = {"policy_tokens": now.generated_tokens - self.policy0.generated_tokens,
+                      "policy_forward_tokens": now.forward_tokens - self.policy0.forward_tokens,
+                      "value_tokens": getattr(self.value, "tokens_scored", 0) - self.value0}
+        return {**counts,
                 "wall_s": {**self.wall, "total": round(sum(self.wall.values()), 4)}, **self.extra}

@@ -1,33 +1,28 @@
 """Early-stopping tree search over forking tokens (the paper's proposal, sec. 5, made real).
 
-The first rollout (the trunk) runs to its end and sets the expected length L. Every rollout is
-generated in chunks while the policy's token probabilities and the value model's incremental
-values are tracked per token:
+The first rollout (the trunk) sets the expected length L when it ends. All rollouts grow side by
+side, one token per step in one batch, while the policy's token probabilities and the value
+model's values are tracked per token:
 - branch: a generated token with probability below `branch_prob` starts a new rollout from the
   prefix before it (that position is sampled again), while fewer than `max_branches` were made;
 - abort: once a rollout is past `warmup` x L tokens, it stops at the first token where the value
   has been below `abort_value` for `patience` consecutive tokens (counting only tokens past the
   warm-up); the tokens it would still have generated (L minus its length, at least 0) count as
   saved. The paper found values informative only after ~50% of the tokens: hence the warm-up.
+  Until the trunk ends L is unknown: then the rule is applied to what every rollout has made so far
+  (one that already ended may still be aborted), so each rollout's fate is the rule's on its tokens.
 The best finished (not aborted) program by value wins; aborted rollouts are ranked after them.
 """
 
 import math
 from dataclasses import dataclass
 
+import torch
+
+from engine.batch import Frontier, advance, run_one
 from engine.policy import SamplingParams
-from engine.prompts import build_program, code_block_closed, extract_code, messages
+from engine.prompts import build_program, extract_code, messages, stop_after_code
 from engine.result import Candidate, DecodeResult, Stats
-
-
-@dataclass
-class TreeParams:
-    branch_prob: float = 0.1     # fork at tokens less likely than this
-    max_branches: int = 7        # rollouts besides the trunk
-    abort_value: float = 0.2     # abort below this value...
-    patience: int = 8            # ...for this many consecutive tokens...
-    warmup: float = 0.5          # ...once past this fraction of the trunk's length
-    chunk: int = 16              # tokens generated between checks
 
 
 def abort_position(values, warmup_tokens, threshold, patience):
@@ -46,73 +41,87 @@ def abort_position(values, warmup_tokens, threshold, patience):
 @dataclass
 class Rollout:
     tokens: list
-    state: object
-    scorer: object
     values: list
     logprobs: list
     origin: str          # "trunk" or "<parent origin>/<index>"
 
 
-def tree(policy, value, problem, cfg, tp=None):
-    tp = tp or TreeParams()
+def tree(policy, value, problem, cfg):
+    return run_one(tree_search(policy, value, problem, cfg))
+
+
+def tree_search(policy, value, problem, cfg):
+    """Every live rollout is a row of one batch (engine.batch.Frontier): each step samples one token
+    per row, copies a row whose token is a forking one (the copy draws again at that position), and
+    feeds all rows in one forward that also gives every new token's value. A rollout that ends
+    stays for that last forward (its last token's value), then leaves. A generator (see
+    engine.batch.run_searches: several searches can share each step's forward)."""
     stats = Stats(policy, value)
     prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            stop_fn=stop_after_code(len(prompt), policy.decode))
+    generator = torch.Generator().manual_seed(cfg.seed)
     with stats.phase("prefill"):
-        _, root = policy.teacher_force(prompt[:-1], prompt[-1:])
-        root_scorer = value.scorer()
-        root_scorer.extend(prompt)
-    queue = [Rollout([], root, root_scorer, [], [], "trunk")]
-    finished, aborted, branches, saved, branch_log = [], [], 0, 0, []
-    expected = None  # L: the trunk's length
-    step = 0
-    while queue:
-        r = queue.pop(0)
-        while True:
-            params = SamplingParams(max_new_tokens=min(tp.chunk, cfg.max_new_tokens - len(r.tokens)),
-                                    temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + step)
-            step += 1
-            with stats.phase("sample"):
-                (c,), = policy.sample_forks(r.state, [len(r.state.tokens)], 1, params)
-            before = r.scorer.fork() if branches < tp.max_branches else None
-            with stats.phase("value"):
-                new_values = r.scorer.extend(c.tokens)
-            base = len(r.tokens)
-            # Forking tokens in this chunk start new rollouts from the prefix before them.
-            for j, lp in enumerate(c.logprobs):
-                if branches >= tp.max_branches or before is None:
-                    break
-                if math.exp(lp) < tp.branch_prob:
-                    branches += 1
-                    branch_log.append({"parent": r.origin, "index": base + j, "prob": math.exp(lp)})
-                    with stats.phase("branch"):
-                        scorer = before.fork()
-                        scorer.extend(c.tokens[:j])
-                        state = policy.extend(r.state, c.tokens[:j])
-                    queue.append(Rollout(r.tokens + c.tokens[:j], state, scorer, r.values + new_values[:j],
-                                         r.logprobs + c.logprobs[:j], f"{r.origin}/{base + j}"))
-            r.values += new_values
-            r.tokens += c.tokens
-            r.logprobs += c.logprobs
+        frontier, _ = Frontier.start(policy, value, prompt)
+    live = [Rollout([], [], [], "trunk")]   # row i of the frontier
+    finished, aborted, branch_log = [], [], []
+    expected, saved = None, 0  # expected: L, the trunk's length, known once the trunk ends
+
+    def abort(r, cut):
+        nonlocal saved
+        r.tokens, r.values, r.logprobs = r.tokens[:cut + 1], r.values[:cut + 1], r.logprobs[:cut + 1]
+        saved += max(expected - len(r.tokens), 0)
+        aborted.append(_candidate(policy, value, problem, r, "aborted"))
+
+    while live:
+        with stats.phase("sample"):
+            tokens, logprobs = frontier.sample(params, generator)
+            rows, fed = [], []  # per new row: the frontier row it continues, (rollout, token, log-prob)
+            work = [(i, live[i], tokens[i], logprobs[i]) for i in range(len(live))]
+            while work:
+                i, r, tok, lp = work.pop(0)
+                rows.append(i)
+                fed.append((r, tok, lp))
+                if math.exp(lp) < cfg.branch_prob and len(branch_log) < cfg.max_branches:
+                    # A forking token: a copy of the row from before it draws that position again.
+                    index = len(r.tokens)
+                    branch_log.append({"parent": r.origin, "index": index, "prob": math.exp(lp)})
+                    (tok2,), (lp2,) = frontier.sample(params, generator, rows=[i])
+                    work.append((i, Rollout(list(r.tokens), list(r.values), list(r.logprobs), f"{r.origin}/{index}"),
+                                 tok2, lp2))
+        with stats.phase("forward"):
+            frontier.select(rows)
+            new_values = yield from advance(frontier, [tok for _, tok, _ in fed])
+        keep, live = [], []
+        for j, ((r, tok, lp), v) in enumerate(zip(fed, new_values)):
+            r.tokens.append(tok)
+            r.logprobs.append(lp)
+            r.values.append(v)
             if expected is not None:
-                cut = abort_position(r.values, int(tp.warmup * expected), tp.abort_value, tp.patience)
+                cut = abort_position(r.values, int(cfg.warmup * expected), cfg.abort_value, cfg.patience)
                 if cut is not None:
-                    r.tokens, r.values, r.logprobs = r.tokens[:cut + 1], r.values[:cut + 1], r.logprobs[:cut + 1]
-                    saved += max(expected - len(r.tokens), 0)
-                    aborted.append(_candidate(policy, value, problem, r, "aborted"))
-                    break
-            done = c.finish_reason == "eos" or code_block_closed(policy.decode(r.tokens)) \
-                or len(r.tokens) >= cfg.max_new_tokens
-            if done:
-                finished.append(_candidate(policy, value, problem, r, "eos" if c.finish_reason == "eos" else "stop"))
-                if expected is None:
-                    expected = len(r.tokens)
-                break
-            with stats.phase("extend"):
-                r.state = policy.extend(r.state, c.tokens)
-    ranked = sorted(finished, key=lambda x: -x.value) + sorted(aborted, key=lambda x: -x.value)
-    stats.extra.update(branches=branches, aborted=len(aborted), finished=len(finished),
+                    abort(r, cut)
+                    continue
+            why = policy._ended(prompt, r.tokens, params) or ("length" if len(r.tokens) >= cfg.max_new_tokens else None)
+            if why is None:
+                keep.append(j)
+                live.append(r)
+                continue
+            finished.append((r, why))
+            if r.origin == "trunk":
+                expected = len(r.tokens)
+                # The rule now holds for every rollout, also for the tokens made before L was known.
+                for other in [f for f in finished if f[0] is not r]:
+                    cut = abort_position(other[0].values, int(cfg.warmup * expected), cfg.abort_value, cfg.patience)
+                    if cut is not None:
+                        finished.remove(other)
+                        abort(other[0], cut)
+        frontier.select(keep)
+    done = [_candidate(policy, value, problem, r, "eos" if why == "eos" else "stop") for r, why in finished]
+    ranked = sorted(done, key=lambda x: -x.value) + sorted(aborted, key=lambda x: -x.value)
+    stats.extra.update(forward_s={k: round(v, 4) for k, v in frontier.seconds.items()}, branches=len(branch_log), aborted=len(aborted), finished=len(done),
                        tokens_saved=saved, expected_length=expected, branch_log=branch_log)
-    return DecodeResult("tree", ranked[0].program, ranked[0].value, ranked, stats.as_dict())
+    return DecodeResult("tree", ranked[0].program, ranked[0].value, ranked, stats.as_dict(frontier))
 
 
 def _candidate(policy, value, problem, r, reason):

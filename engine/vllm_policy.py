@@ -100,6 +100,16 @@ class VLLMPolicy(TokenizerOps):
         seq = list(state.tokens) + list(tokens)
         return PrefixState(seq, None, len(seq) - 1)
 
+    def sample_next(self, prefixes, params, seeds):
+        """One token and its log-prob for each prefix, all in one generate call (a search step:
+        engine.batch.RequestRows; the prefix cache keeps each request to its new token)."""
+        from vllm import SamplingParams as VSP
+        vparams = [VSP(n=1, temperature=max(params.temperature, 0.0), top_p=params.top_p, max_tokens=1, seed=seed,
+                       logprobs=0, ignore_eos=True, detokenize=False) for seed in seeds]
+        outs = self._generate([list(p) for p in prefixes], vparams)
+        tokens = [out.outputs[0].token_ids[0] for out in outs]
+        return tokens, [out.outputs[0].logprobs[0][tok].logprob for out, tok in zip(outs, tokens)]
+
     # -- vLLM calls ----------------------------------------------------------------------------
 
     def _generate(self, prompts, sampling_params):

@@ -105,7 +105,7 @@ def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp
     policy, value = FakePolicy(), FakeValue()
     other = Problem(id="sum2", question=SUM.question, kind="stdio", inputs=SUM.inputs, outputs=SUM.outputs)
     cfg = DecodeConfig(k=3)
-    rows = run_strategy(policy, value, [SUM, other], "best_of_k", None, cfg, str(tmp_path))
+    rows = run_strategy(policy, value, [SUM, other], "best_of_k", cfg, str(tmp_path))
     assert policy.calls == [3, 3] and len(rows) == 2
     samples = [json.loads(line) for line in (tmp_path / "runs" / "sample.jsonl").read_text().splitlines()]
     assert [c["passed"] for c in samples[0]["candidates"]] == [False, False, True]
@@ -115,7 +115,7 @@ def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp
     assert rows[0]["passed"] is False and rows[0]["verdict"] == "wrong_answer"
     assert rows[0]["stats"]["policy_tokens"] == 6 and rows[0]["stats"]["value_tokens"] == 2 + 1 + 3
     # Resume: nothing is sampled or ranked again.
-    rows = run_strategy(policy, value, [SUM, other], "best_of_k", None, cfg, str(tmp_path))
+    rows = run_strategy(policy, value, [SUM, other], "best_of_k", cfg, str(tmp_path))
     assert policy.calls == [3, 3] and len(rows) == 2
     with open(tmp_path / "settings.json", "w") as f:
         json.dump({"policy": "p", "value": "v", "dataset": "d", "backend": "hf", "decode": {}, "timeout": 4}, f)
@@ -181,7 +181,8 @@ def test_bench_quality_cli_end_to_end_on_humaneval(tiny_model_dir, tmp_path):
     for strategy in ("greedy", "best_of_k", "beam", "tree"):
         with open(os.path.join(out, "runs", f"{strategy}.jsonl")) as f:
             rows = [json.loads(line) for line in f]
-        assert [r["problem_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+        # (beam and tree searches of several problems run side by side: rows come as they finish)
+        assert sorted(r["problem_id"] for r in rows) == ["HumanEval/0", "HumanEval/1"]
     assert os.path.getsize(os.path.join(out, "pass_vs_tokens.png")) > 0
     # Other settings into the same directory: one line, exit 2.
     r = _bench("quality", *common[:-6], "--k", "3", "--max-new-tokens", "6", "--token-budget", "24")

@@ -11,7 +11,7 @@ from engine.beam import beam
 from engine.best_of_k import best_of_k
 from engine.prompts import messages
 from engine.result import DecodeConfig
-from engine.tree import TreeParams, abort_position, tree
+from engine.tree import abort_position, tree
 from judge import Problem
 
 
@@ -130,32 +130,42 @@ def test_abort_rule():
     assert abort_position(v, 0, 0.05, 1) is None
 
 
-def test_tree_branches_at_forking_tokens_and_aborts_by_the_rule(tiny_policy):
+@pytest.mark.parametrize(("branch_prob", "seed"), [(0.0015, 7), (0.002, 8)])  # budget left / budget spent
+def test_tree_branches_at_forking_tokens_and_aborts_by_the_rule(tiny_policy, branch_prob, seed):
     value = ScriptedValue()
-    tp = TreeParams(branch_prob=0.004, max_branches=4, abort_value=0.6, patience=3, warmup=0.3, chunk=8)
-    cfg = DecodeConfig(max_new_tokens=40, temperature=1.0, top_p=1.0, seed=7)
-    r = tree(tiny_policy, value, PROBLEM, cfg, tp)
+    cfg = DecodeConfig(max_new_tokens=40, temperature=1.0, top_p=1.0, seed=seed, branch_prob=branch_prob,
+                       max_branches=4, abort_value=0.6, patience=3, warmup=0.3)
+    r = tree(tiny_policy, value, PROBLEM, cfg)
     prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
-    trunk = next(c for c in r.candidates if c.origin == "trunk")
-    # The trunk branches at exactly its forking tokens, in order, while the branch budget lasts.
-    forking = [i for i, lp in enumerate(trunk.logprobs) if math.exp(lp) < tp.branch_prob]
-    from_trunk = [b["index"] for b in r.stats["branch_log"] if b["parent"] == "trunk"]
-    assert from_trunk == forking[:len(from_trunk)] and len(from_trunk) == min(len(forking), tp.max_branches)
-    assert r.stats["branches"] == len(r.stats["branch_log"]) <= tp.max_branches
-    assert len(r.candidates) == 1 + r.stats["branches"]
+    log = r.stats["branch_log"]
+    assert r.stats["branches"] == len(log) <= cfg.max_branches
+    assert len(log) >= 3 and len(r.candidates) == 1 + len(log)
+    assert len({c.origin for c in r.candidates}) == len(r.candidates)
+    # Each rollout branches at exactly its own forking tokens, in order, while the budget lasts
+    # (an aborted one only shows its tokens up to the cut).
+    unbranched = 0
+    for c in r.candidates:
+        birth = 0 if c.origin == "trunk" else int(c.origin.rsplit("/", 1)[1])
+        forking = [i for i in range(birth, len(c.tokens)) if math.exp(c.logprobs[i]) < cfg.branch_prob]
+        mine = [b["index"] for b in log if b["parent"] == c.origin and b["index"] < len(c.tokens)]
+        assert mine == forking[:len(mine)]
+        unbranched += len(forking) - len(mine)
+    assert unbranched == 0 or len(log) == cfg.max_branches
     # Every rollout but the trunk stops exactly where the abort rule says, or not at all.
-    warm = int(tp.warmup * r.stats["expected_length"])
+    warm = int(cfg.warmup * r.stats["expected_length"])
     for c in r.candidates:
         values = [ScriptedValue.of(prompt + c.tokens[:i + 1]) for i in range(len(c.tokens))]
-        cut = abort_position(values, warm, tp.abort_value, tp.patience)
+        cut = abort_position(values, warm, cfg.abort_value, cfg.patience)
         if c.origin == "trunk":
-            assert c.finish_reason != "aborted"
+            assert c.finish_reason != "aborted" and len(c.tokens) == r.stats["expected_length"]
         elif c.finish_reason == "aborted":
             assert cut == len(c.tokens) - 1
         else:
             assert cut is None
     assert r.stats["aborted"] == sum(c.finish_reason == "aborted" for c in r.candidates)
     assert r.stats["aborted"] >= 1 and r.stats["tokens_saved"] >= 0
+    # Values are scored once per token: the prompt, then every row's tokens as they are fed.
+    assert value.tokens_scored == len(prompt) + r.stats["policy_tokens"]
 
 
 def _decode(*args):
@@ -286,3 +296,129 @@ def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path):
     assert not cpu_has_native_bf16(str(plain)) and not cpu_has_native_bf16(str(tmp_path / "missing"))
     assert pick_dtype("auto", "cuda") == torch.bfloat16 and pick_dtype("float32", "cpu") == torch.float32
     assert pick_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+
+
+def _prompts(policy):
+    other = Problem(id="q", question="Read n and print n squared.", kind="stdio", inputs=["2\n"], outputs=["4\n"])
+    return [policy.prompt_tokens(messages(PROBLEM)), policy.prompt_tokens(messages(other, "reason"))]
+
+
+def test_frontier_rows_decode_as_each_row_alone(tiny_policy):
+    """Rows of different prompts in one batch, dropped, reordered and copied mid-way, give the same
+    greedy tokens and log-probs as each sequence decoded on its own."""
+    import torch
+
+    from engine.batch import Frontier
+    from engine.policy import SamplingParams
+    greedy = SamplingParams(temperature=0)
+    prompts = _prompts(tiny_policy)
+    frontier = Frontier.merge([Frontier.start(tiny_policy, ScriptedValue(), p)[0] for p in prompts])
+    rows = [(0, [], []), (1, [], [])]  # (prompt, tokens, logprobs) per frontier row
+    for step in range(14):
+        if step == 5:  # copy row 1 twice, drop row 0
+            frontier.select([1, 1])
+            rows = [(1, list(rows[1][1]), list(rows[1][2])) for _ in range(2)]
+        if step == 9:  # bring prompt 0 back as a fresh row next to the others (different lengths)
+            frontier = Frontier.merge([frontier, Frontier.start(tiny_policy, ScriptedValue(), prompts[0])[0]])
+            rows.append((0, [], []))
+        tokens, logprobs = frontier.sample(greedy, torch.Generator().manual_seed(0))
+        frontier.advance(tokens)
+        for (_, toks, lps), t, lp in zip(rows, tokens, logprobs):
+            toks.append(t)
+            lps.append(lp)
+    for p, toks, lps in rows:
+        alone = tiny_policy._decode_groups(None, [prompts[p]], 1, SamplingParams(max_new_tokens=len(toks), temperature=0,
+                                                                                 ignore_eos=True))[0][0]
+        assert toks == alone.tokens
+        assert max(abs(a - b) for a, b in zip(lps, alone.logprobs)) < 1e-4
+
+
+def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny_policy, tmp_path):
+    """A head on the policy's own model reads the policy's hidden states (no value forward); its
+    values equal the value model's own forward, and so do the batched value rows'."""
+    import torch
+
+    from engine.batch import Frontier, RowsValue, SharedTrunkValue, value_track
+    from engine.policy import SamplingParams
+    from valuemodel.model import ValueModel
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    assert isinstance(value_track(tiny_policy, vm), SharedTrunkValue)
+    other = ValueModel.from_base(make_tiny_model(str(tmp_path / "other"), seed=1), last_layers=0,
+                                 dtype="float32", device="cpu")
+    assert isinstance(value_track(tiny_policy, other), RowsValue)  # same shapes, other weights
+    deeper = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
+    assert isinstance(value_track(tiny_policy, deeper), RowsValue)  # a trained layer: its own forward
+    cut = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=2)
+    assert isinstance(value_track(tiny_policy, cut), SharedTrunkValue)  # the policy's first two layers
+    prompts = _prompts(tiny_policy)
+    sampling = SamplingParams(temperature=1.0)
+    for critic, track in ((vm, SharedTrunkValue), (vm, RowsValue), (cut, SharedTrunkValue), (cut, RowsValue)):
+        critic.value_track = lambda policy, track=track, critic=critic: track(critic)
+        parts, prompt_values = zip(*[Frontier.start(tiny_policy, critic, p) for p in prompts])
+        frontier = Frontier.merge(parts)
+        frontier.select([0, 1, 1])
+        seqs, values = [list(prompts[0]), list(prompts[1]), list(prompts[1])], [[], [], []]
+        generator = torch.Generator().manual_seed(3)
+        for _ in range(12):
+            tokens, _ = frontier.sample(sampling, generator)
+            for seq, v, t, x in zip(seqs, values, tokens, frontier.advance(tokens)):
+                seq.append(t)
+                v.append(x)
+        del critic.value_track
+        for seq, got, first in zip(seqs, values, [prompt_values[0], prompt_values[1], prompt_values[1]]):
+            want = critic.values([seq])[0]
+            assert max(abs(a - b) for a, b in zip([first] + got, want[-13:])) < 1e-5
+
+
+class RequestOnly:
+    """The HF policy seen as a serving backend: no forward_rows, one token per request."""
+
+    def __init__(self, policy):
+        self.inner = policy
+
+    def __getattr__(self, name):
+        if name == "forward_rows":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def sample_next(self, prefixes, params, seeds):
+        from engine.policy import SamplingParams
+        out = [self.inner._decode_groups(None, [p], 1, SamplingParams(max_new_tokens=1, temperature=params.temperature,
+                                                                      top_p=params.top_p, seed=s, ignore_eos=True))[0][0]
+               for p, s in zip(prefixes, seeds)]
+        return [c.tokens[0] for c in out], [c.logprobs[0] for c in out]
+
+
+def test_search_on_a_request_backend_equals_the_batched_rows(tiny_policy):
+    """Beam on a backend that can only be asked for next tokens (vLLM's way) makes the same greedy
+    search as on batched rows."""
+    cfg = DecodeConfig(beam_width=2, expansions=2, step="4", token_budget=120, max_new_tokens=40, temperature=0)
+    a = beam(tiny_policy, ScriptedValue(), PROBLEM, cfg)
+    b = beam(RequestOnly(tiny_policy), ScriptedValue(), PROBLEM, cfg)
+    assert [c.tokens for c in a.candidates] == [c.tokens for c in b.candidates] and a.stats["steps"] >= 3
+    assert [c.value for c in a.candidates] == [c.value for c in b.candidates]
+
+
+def test_searches_side_by_side_equal_each_alone(tiny_policy):
+    """Several problems' searches sharing each step's forward (run_searches) make the same searches
+    as each run alone: tokens, values and their own token counts."""
+    from engine.batch import run_searches
+    from engine.beam import beam_search
+    from engine.tree import tree_search
+    problems = [PROBLEM, Problem(id="q", question="Read n and print n squared.", kind="stdio", inputs=["2\n"],
+                                 outputs=["4\n"]),
+                Problem(id="r", question="Print hello.", kind="stdio", inputs=[""], outputs=["hello\n"])]
+    cfg = DecodeConfig(beam_width=2, expansions=2, step="4", token_budget=120, max_new_tokens=30, temperature=1.0,
+                       top_p=1.0, seed=5, branch_prob=0.002, max_branches=3, abort_value=0.6, patience=3, warmup=0.3)
+    for alone, search in ((lambda p: beam(tiny_policy, ScriptedValue(), p, cfg),
+                           lambda p: beam_search(tiny_policy, ScriptedValue(), p, cfg)),
+                          (lambda p: tree(tiny_policy, ScriptedValue(), p, cfg),
+                           lambda p: tree_search(tiny_policy, ScriptedValue(), p, cfg))):
+        together = dict(run_searches([search(p) for p in problems], max_rows=16, width=4))
+        assert sorted(together) == [0, 1, 2]
+        for i, p in enumerate(problems):
+            a, b = alone(p), together[i]
+            assert [c.tokens for c in a.candidates] == [c.tokens for c in b.candidates]
+            assert [c.value for c in a.candidates] == [c.value for c in b.candidates]
+            for key in ("policy_tokens", "policy_forward_tokens", "value_tokens"):
+                assert a.stats[key] == b.stats[key]

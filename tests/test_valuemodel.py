@@ -417,3 +417,24 @@ def test_probe_fit_ranks_held_out_problems_and_saves_a_head_only_checkpoint(tiny
     loaded = ValueModel.load(str(tmp_path / "probe"), dtype="float32", device="cpu")
     good, bad = (loaded.values([rows[i]["prompt_tokens"] + rows[i]["response_tokens"]])[0][-1] for i in (1, 0))
     assert good > bad
+
+
+def test_a_critic_cut_at_n_layers_trains_saves_and_loads_on_the_full_base(tiny_model_dir, tmp_path, monkeypatch):
+    """--trunk-layers N: the head reads the hidden state after layer N (through the final norm); the
+    delta names the whole base (its signature is the full model's) and loads back cut at N."""
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows, data = _separable_rows(tiny_model_dir, tmp_path)
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=2)
+    full = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    assert len(vm.model.base_model.layers) == 2 and vm.signature == full.signature
+    ids = torch.tensor([rows[0]["prompt_tokens"] + rows[0]["response_tokens"]])
+    with torch.no_grad():
+        after_two = full.model.base_model(input_ids=ids, output_hidden_states=True).hidden_states[2]
+        want = torch.sigmoid(vm.model(input_ids=ids).logits[0, :, 0])
+        assert torch.allclose(vm._head(full.model.base_model.norm(after_two))[0], want, atol=1e-6)
+    train(vm, str(data), str(tmp_path / "cut"), TrainConfig(epochs=0, probe_l2=0.01, aggregate="last"), progress=False)
+    loaded = ValueModel.load(str(tmp_path / "cut"), dtype="float32", device="cpu")
+    assert loaded.trunk_layers == 2 and len(loaded.model.base_model.layers) == 2
+    assert loaded.values([ids[0].tolist()])[0] == pytest.approx(vm.values([ids[0].tolist()])[0], abs=0.02)  # bf16 delta
+    with pytest.raises(ValueError, match="trunk_layers"):
+        ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=9)

@@ -21,7 +21,8 @@ def cmd_train(args):
     for path in filter(None, (data, eval_path)):
         read_rows(path)  # bad data fails here, in one line, before minutes of model loading
     cfg = train_config(args)
-    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
+    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
+                              trunk_layers=args.trunk_layers)
     vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
     if args.json:
@@ -50,7 +51,8 @@ def cmd_cv(args):
     from valuemodel.train import cross_validate, read_rows
     data = training_file(args.data)
     read_rows(data)
-    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device)
+    vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
+                              trunk_layers=args.trunk_layers)
     report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json)
     if args.json:
         print(json.dumps(report))
@@ -116,6 +118,9 @@ def main(argv=None):
         p.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
         p.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
         p.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
+        p.add_argument("--trunk-layers", type=int, default=None,
+                       help="keep only the first N decoder layers of the base: the head reads the hidden state after "
+                            "layer N (a cheaper critic; choose N with `python3 -m bench.layer_probe cv`; default: all)")
         p.add_argument("--epochs", type=float, default=2.0)
         p.add_argument("--lr", type=float, default=1e-4)
         p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: plain Adam)")

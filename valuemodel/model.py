@@ -55,6 +55,21 @@ def head_module(model):
     raise ValueModelError(f"{type(model).__name__} has no token-classification head")
 
 
+def truncate_trunk(model, trunk_layers):
+    """Keep only the first `trunk_layers` decoder layers (the final norm and the head then read the
+    hidden state after that layer): a cheaper critic whose features may rank better than the last
+    layer's. None or the full depth: no change."""
+    layers = decoder_layers(model)
+    if trunk_layers is None or trunk_layers == len(layers):
+        return
+    if not 1 <= trunk_layers <= len(layers):
+        raise ValueError(f"trunk_layers must be between 1 and {len(layers)}, not {trunk_layers}")
+    model.base_model.layers = torch.nn.ModuleList(list(layers)[:trunk_layers])
+    model.config.num_hidden_layers = trunk_layers
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:trunk_layers]
+
+
 def trainable_names(model, last_layers):
     """Parameter names of the head and the last N decoder layers."""
     layers = decoder_layers(model)
@@ -120,6 +135,9 @@ def read_checkpoint_config(path):
     problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
     if problem:
         raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
+    trunk = cfg.get("trunk_layers")
+    if trunk is not None and (type(trunk) is not int or trunk < 1):
+        raise ValueModelError(f"value checkpoint {path}: trunk_layers must be a positive integer or null, not {trunk!r}")
     if cfg.get("aggregate", "last") not in AGGREGATES:
         raise ValueModelError(f"value checkpoint {path}: unknown aggregate {cfg['aggregate']!r} in {DELTA_CONFIG}")
     return cfg
@@ -128,17 +146,22 @@ def read_checkpoint_config(path):
 class ValueModel:
     """Token-level value head on a causal LM backbone."""
 
-    def __init__(self, model, tokenizer, base, last_layers):
+    def __init__(self, model, tokenizer, base, last_layers, trunk_layers=None):
         self.model, self.tokenizer = model, tokenizer
         self.base, self.last_layers = base, last_layers
+        # The full base's signature, taken before any truncation: a delta names its whole base.
+        self.signature = base_signature(model, tokenizer)
+        truncate_trunk(model, trunk_layers)
+        self.trunk_layers = trunk_layers if trunk_layers != self.signature["shape"]["num_hidden_layers"] else None
         self.aggregate = "last"
         self.device = next(model.parameters()).device
         self.tokens_scored = 0
+        self._shared = {}  # id(policy model) -> whether this is a head on that very model
 
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_base(cls, base, last_layers=12, dtype="auto", device="auto"):
+    def from_base(cls, base, last_layers=12, dtype="auto", device="auto", trunk_layers=None):
         from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
         location = resolve_model(base)
         device = pick_device(device)
@@ -155,7 +178,7 @@ class ValueModel:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
         model.to(device).eval()
-        vm = cls(model, tokenizer, base, last_layers)
+        vm = cls(model, tokenizer, base, last_layers, trunk_layers)
         vm.freeze()
         return vm
 
@@ -169,20 +192,20 @@ class ValueModel:
         vm = note = None
         if not base and fallback_base and not os.path.exists(cfg["base"]):
             # A hub id (or a moved path): the policy's local copy first, no network, if it is the same model.
-            candidate = cls.from_base(fallback_base, cfg["last_layers"], dtype, device)
-            note = compare_base(cfg["base_signature"], base_signature(candidate.model, candidate.tokenizer))
+            candidate = cls.from_base(fallback_base, cfg["last_layers"], dtype, device, cfg.get("trunk_layers"))
+            note = compare_base(cfg["base_signature"], candidate.signature)
             if not (note or "").startswith("refuse"):
                 vm, base = candidate, fallback_base
                 vm.base = cfg["base"]
         if vm is None:
             try:
-                vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device)
+                vm = cls.from_base(base or cfg["base"], cfg["last_layers"], dtype, device, cfg.get("trunk_layers"))
             except ModelError:
                 if note:  # the policy's copy was refused and the named base is not here
                     raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r} (not loadable "
                                           f"here), not on {fallback_base!r}: {note[len('refuse: '):]}") from None
                 raise
-            note = compare_base(cfg["base_signature"], base_signature(vm.model, vm.tokenizer))
+            note = compare_base(cfg["base_signature"], vm.signature)
         if note and note.startswith("refuse"):
             raise ValueModelError(f"value checkpoint {path} was trained on base {cfg['base']!r}, "
                                   f"not on {base or cfg['base']!r}: {note[len('refuse: '):]}")
@@ -264,8 +287,8 @@ class ValueModel:
         tmp = os.path.join(path, f".{DELTA_WEIGHTS}.tmp")
         save_file(delta, tmp)
         os.replace(tmp, os.path.join(path, DELTA_WEIGHTS))
-        cfg = {"base": self.base, "last_layers": self.last_layers, "aggregate": self.aggregate,
-               "base_signature": base_signature(self.model, self.tokenizer),
+        cfg = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
+               "aggregate": self.aggregate, "base_signature": self.signature,
                "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 
@@ -317,6 +340,30 @@ class ValueModel:
 
     def scorer(self):
         return IncrementalScorer(self)
+
+    def value_track(self, policy):
+        """How a batched search (engine.batch.Frontier) reads this model's values next to `policy`:
+        from the policy's own hidden states when this is a head on the policy's very model (no
+        value forward at all), else through a batched forward of this model."""
+        from engine.batch import RowsValue, SharedTrunkValue
+        return SharedTrunkValue(self) if self.shares_trunk_with(policy) else RowsValue(self)
+
+    def shares_trunk_with(self, policy):
+        """True when this value model is a head alone (N = 0) on exactly the policy's model, or on its
+        first layers (trunk_layers): same vocabulary, and every trunk tensor the policy's, same dtype
+        and values (compared once, then remembered)."""
+        model = getattr(policy, "model", None)
+        if self.last_layers != 0 or not isinstance(model, torch.nn.Module):
+            return False
+        key = id(model)
+        if key not in self._shared:
+            trunk, theirs = self.model.base_model, getattr(model, "base_model", None)
+            other = dict(theirs.named_parameters()) if isinstance(theirs, torch.nn.Module) else {}
+            self._shared[key] = (type(trunk) is type(theirs)
+                                 and vocab_fingerprint(self.tokenizer) == vocab_fingerprint(policy.tokenizer)
+                                 and all(n in other and p.dtype == other[n].dtype and torch.equal(p, other[n])
+                                         for n, p in trunk.named_parameters()))
+        return self._shared[key]
 
 
 class IncrementalScorer:

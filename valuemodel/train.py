@@ -363,12 +363,28 @@ def fit_probe(vm, frozen, indices, cfg):
     feats = frozen.feats
     with torch.no_grad():
         x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
-        y = torch.tensor([feats[i]["label"] for i in indices], dtype=torch.float32)
+    y = [feats[i]["label"] for i in indices]
+    direction, scale, bias, pairs = pairwise_probe(x, y, [feats[i]["problem_id"] for i in indices], cfg.probe_l2)
+    head = head_module(vm.model)[1]
+    with torch.no_grad():
+        head.weight.copy_((scale * direction).reshape(head.weight.shape).to(head.weight.dtype))
+        if getattr(head, "bias", None) is not None:
+            head.bias.fill_(bias)
+    return {"pairs": pairs, "l2": cfg.probe_l2, "scale": scale, "bias": bias}
+
+
+def pairwise_probe(x, labels, problem_ids, l2):
+    """The linear probe of fit_probe on rollout features x (rows) with 0/1 labels: a direction w
+    minimising the pairwise logistic loss over every (pass, fail) pair of the same problem + l2 x
+    |w|^2 on standardized features (L-BFGS), then a scale and bias fitted by pooled BCE on x @ w.
+    Returns (direction in x's units, scale, bias, number of pairs)."""
+    x = x.float()
+    y = torch.tensor(labels, dtype=torch.float32)
     mu, sigma = x.mean(0), x.std(0) + 1e-6
     z = (x - mu) / sigma
     by_problem = defaultdict(list)
-    for row, i in enumerate(indices):
-        by_problem[feats[i]["problem_id"]].append(row)
+    for row, pid in enumerate(problem_ids):
+        by_problem[pid].append(row)
     pos, neg = [], []
     for rows in by_problem.values():
         for a in rows:
@@ -389,17 +405,12 @@ def fit_probe(vm, frozen, indices, cfg):
             return loss
         opt.step(closure)
     if len(pos):
-        minimize([w], lambda: torch.nn.functional.softplus(-((z[pos] - z[neg]) @ w)).mean() + cfg.probe_l2 * (w * w).sum())
+        minimize([w], lambda: torch.nn.functional.softplus(-((z[pos] - z[neg]) @ w)).mean() + l2 * (w * w).sum())
     direction = (w / sigma).detach()
     score = (x @ direction).detach()
     scale, bias = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
     minimize([scale, bias], lambda: torch.nn.functional.binary_cross_entropy_with_logits(scale * score + bias, y))
-    head = head_module(vm.model)[1]
-    with torch.no_grad():
-        head.weight.copy_((scale * direction).reshape(head.weight.shape).to(head.weight.dtype))
-        if getattr(head, "bias", None) is not None:
-            head.bias.fill_(bias.item())
-    return {"pairs": len(pos), "l2": cfg.probe_l2, "scale": scale.item(), "bias": bias.item()}
+    return direction, scale.item(), bias.item(), len(pos)
 
 
 def _rollout_feature(hidden, labels, aggregate):

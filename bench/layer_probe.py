@@ -1,0 +1,160 @@
+"""Which decoder layer holds the most within-problem signal? A research tool behind the choice of
+the value model's trunk depth (`valuemodel train --trunk-layers`).
+
+`extract` runs the base model once over every exported row (each prompt once, its responses
+continuing its KV cache) and keeps, per row and per layer, the mean over the row's labelled tokens
+of the final-normed hidden state after that layer (the feature a head-only critic with
+`--aggregate mean` reads, had the trunk been cut there). It writes one file per data set and
+resumes: groups already done are kept. With --mixed-only it skips prompts whose rows all pass or
+all fail: they hold no pair to learn from, and they change neither the within-problem AUROC nor
+the share of the gap closed.
+
+`cv` fits the within-problem probe of `valuemodel.train.pairwise_probe` on each layer's features
+in grouped k-fold cross-validation over the training problems (the same folds as `valuemodel cv`)
+and prints within-problem AUROC and the share of the random-to-oracle gap a value pick closes;
+with `--heldout`, the same for a probe fitted on all training rows, on held-out rows (a report,
+not a choice: choose by the CV columns).
+
+    python3 -m bench.layer_probe extract --base MODEL --data runs/qwen/train-data/train.jsonl --out F
+    python3 -m bench.layer_probe cv --features F [--heldout G] [--l2 0.3]
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import defaultdict
+
+import torch
+
+from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
+
+
+@torch.inference_mode()
+def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
+    from transformers import DynamicCache
+
+    from engine.policy import vocab_fingerprint
+    from valuemodel.model import ValueModel, decoder_layers
+    vm = ValueModel.from_base(base, last_layers=0)
+    feats = make_features(read_rows(data), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, 1024)
+    done = torch.load(out, weights_only=False) if os.path.exists(out) else {"rows": {}}
+    groups = defaultdict(list)
+    for i, f in enumerate(feats):
+        groups[tuple(f["input_ids"][:f["n_prompt"]])].append(i)
+    trunk, layers = vm.model.base_model, decoder_layers(vm.model)
+    captured = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o))
+             for layer in layers]
+    pad = vm.tokenizer.pad_token_id
+    todo = [(p, m) for p, m in groups.items() if str(m[0]) not in done["rows"]
+            and not (mixed_only and len({feats[i]["label"] for i in m}) < 2)]
+    try:
+        for g, (prompt, members) in enumerate(todo, 1):
+            cache = DynamicCache()
+            trunk(input_ids=torch.tensor([list(prompt)]), past_key_values=cache, use_cache=True)
+            for s in range(0, len(members), chunk):
+                part = members[s:s + chunk]
+                responses = [feats[i]["input_ids"][len(prompt):] for i in part]
+                longest = max(len(r) for r in responses)
+                ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses])
+                mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses])
+                kv = DynamicCache()
+                for li, layer in enumerate(cache.layers):
+                    kv.update(layer.keys.expand(len(part), -1, -1, -1).contiguous(),
+                              layer.values.expand(len(part), -1, -1, -1).contiguous(), li)
+                captured.clear()
+                trunk(input_ids=ids, attention_mask=mask, past_key_values=kv, use_cache=True)
+                per_layer = torch.stack([trunk.norm(h).float() for h in captured], 1)  # rows, layers, positions, hidden
+                for j, i in enumerate(part):
+                    keep = torch.tensor([x != IGNORE for x in feats[i]["labels"][len(prompt):]])
+                    done["rows"][str(i)] = {"problem_id": feats[i]["problem_id"], "label": feats[i]["label"],
+                                            "mean": per_layer[j][:, :len(keep)][:, keep].mean(1).to(torch.bfloat16)}
+            if g % save_every == 0 or g == len(todo):
+                _save(done, out)
+                print(f"\r{data}: prompt {g}/{len(todo)}", end="", file=sys.stderr, flush=True)
+    finally:
+        for h in hooks:
+            h.remove()
+        _save(done, out)
+    print(file=sys.stderr)
+
+
+def _save(obj, path):
+    tmp = path + f".tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path):
+    rows = torch.load(path, weights_only=False)["rows"]
+    order = sorted(rows, key=int)
+    x = torch.stack([rows[k]["mean"].float() for k in order])  # rows, layers, hidden
+    return x, [rows[k]["label"] for k in order], [rows[k]["problem_id"] for k in order]
+
+
+def score_groups(x, labels, problems, direction):
+    groups = defaultdict(list)
+    for v, y, p in zip((x @ direction).tolist(), labels, problems):
+        groups[p].append((v, y))
+    return groups
+
+
+def summarize(groups):
+    from valuemodel.metrics import selection, within_problem_auroc
+    pick = selection(groups, ks=(1,))["pass@1"]
+    oracle = sum(any(y for _, y in g) for g in groups.values()) / len(groups)
+    gap = oracle - pick["random_pick"]
+    return {"within_auroc": within_problem_auroc(groups)["pairs_auroc"], "pick": pick["value_picked"],
+            "random": pick["random_pick"], "oracle": oracle,
+            "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None}
+
+
+def cross_validate(x, labels, problems, l2, folds=5, seed=0):
+    names = sorted(set(problems))
+    random.Random(seed).shuffle(names)
+    fold_of = {p: i % folds for i, p in enumerate(names)}
+    groups = {}
+    for fold in range(folds):
+        train = [i for i, p in enumerate(problems) if fold_of[p] != fold]
+        test = [i for i, p in enumerate(problems) if fold_of[p] == fold]
+        direction, _, _, _ = pairwise_probe(x[train], [labels[i] for i in train], [problems[i] for i in train], l2)
+        groups.update(score_groups(x[test], [labels[i] for i in test], [problems[i] for i in test], direction))
+    return summarize(groups)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m bench.layer_probe", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract", help="per-layer pooled features of an export's rows (resumable)")
+    e.add_argument("--base", required=True)
+    e.add_argument("--data", required=True, help="an export's JSONL (datagen export)")
+    e.add_argument("--out", required=True)
+    e.add_argument("--mixed-only", action="store_true",
+                   help="only prompts with both passing and failing rows (the only ones a within-problem probe "
+                        "learns from or is judged on): about half the work on MBPP")
+    c = sub.add_parser("cv", help="per-layer probe: grouped CV on training features (+ held-out report)")
+    c.add_argument("--features", required=True)
+    c.add_argument("--heldout")
+    c.add_argument("--l2", type=float, default=0.3)
+    c.add_argument("--layers", default="", help="comma-separated 1-based layers (default: every one)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.cmd == "extract":
+        extract(args.base, args.data, args.out, mixed_only=args.mixed_only)
+        return 0
+    x, labels, problems = load(args.features)
+    held = load(args.heldout) if args.heldout else None
+    layers = [int(v) for v in args.layers.split(",")] if args.layers else range(1, x.shape[1] + 1)
+    for layer in layers:
+        row = {"layer": layer, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2)}
+        if held:
+            direction, _, _, _ = pairwise_probe(x[:, layer - 1], labels, problems, args.l2)
+            row["heldout"] = summarize(score_groups(held[0][:, layer - 1], held[1], held[2], direction))
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
