@@ -334,14 +334,14 @@ def run_one(search):
 
 
 def run_searches(searches, max_rows=32, width=1):
-    """Run search generators side by side; yields (index, result) as each ends. Searches are
-    admitted in order while their number times `width` (a search's widest row count) fits in
-    `max_rows`; each step merges the rows of all live searches into one batch, advances it with one
-    forward, and hands every search its own rows back."""
+    """Run search generators side by side; yields (index, result) as each ends. A search is
+    admitted (in order) while the live rows leave room for it at its widest (`width` rows): a soft
+    budget, as searches that branch late can grow past it. Each step merges the rows of all live
+    searches into one batch, advances it with one forward, and hands every search its own rows back."""
     pending = iter(enumerate(searches))
     live = {}  # index -> (search, its request: (frontier, tokens))
     while True:
-        while len(live) < max(1, max_rows // max(width, 1)):
+        while not live or sum(len(request[0]) for _, request in live.values()) + width <= max_rows:
             index, search = next(pending, (None, None))
             if search is None:
                 break

@@ -182,11 +182,16 @@ class PolicyStats:
 
 
 class Policy(Protocol):
+    """What datagen and the strategies use; HFPolicy and VLLMPolicy implement it (a test checks).
+    A batched search (engine.batch) steps the rows itself through `forward_rows` + `pick` where the
+    backend has them (transformers), else asks for one token per row with `sample_next` (vLLM)."""
     name: str
     tokenizer: object
     stats: PolicyStats
+    eos_ids: list
 
     def prompt_tokens(self, messages: list) -> list: ...
+    def decode(self, tokens: list) -> str: ...
     def sample(self, prefix: list, n: int, params: SamplingParams,
                state: PrefixState | None = None) -> list: ...
     def sample_forks(self, state: PrefixState, positions: list, k: int,
@@ -194,6 +199,7 @@ class Policy(Protocol):
     def teacher_force(self, prefix: list, continuation: list) -> tuple: ...
     def extend(self, state: PrefixState, tokens: list) -> PrefixState: ...
     def sample_with_state(self, prefix: list, params: SamplingParams, n: int = 1) -> list: ...
+    def sample_next(self, prefixes: list, params: SamplingParams, seeds: list) -> tuple: ...
 
 
 BACKENDS = ("hf", "vllm")
@@ -293,6 +299,14 @@ class HFPolicy(TokenizerOps):
     def pick(self, logits, params, uniforms):
         """Next tokens for rows of logits (see _pick), with one uniform draw per row given."""
         return self._pick(logits, params, None, uniforms)
+
+    def sample_next(self, prefixes, params, seeds):
+        """One token and its log-prob for each prefix (each prefilled on its own: the batched search
+        steps its rows with forward_rows instead; this serves callers of the Policy protocol)."""
+        out = [self._decode_groups(None, [list(p)], 1, SamplingParams(
+            max_new_tokens=1, temperature=params.temperature, top_p=params.top_p, seed=seed, ignore_eos=True))[0][0]
+            for p, seed in zip(prefixes, seeds)]
+        return [c.tokens[0] for c in out], [c.logprobs[0] for c in out]
 
     @torch.inference_mode()
     def teacher_force(self, prefix, continuation):

@@ -9,9 +9,13 @@ from engine.prompts import DEFAULT_FRAMING
 
 
 class ValueFunction(Protocol):
-    """The narrow value-model interface the strategies use (valuemodel.ValueModel implements it)."""
+    """The value-model interface the strategies use (valuemodel.ValueModel implements it; a test
+    checks). A batched search reads values through `value_track(policy)` where the value model has
+    one (engine.batch), else through one incremental scorer per row."""
+    tokens_scored: int
 
     def values(self, sequences: list) -> list: ...   # per-token values for each token sequence
+    def final_values(self, prefix: list, continuations: list) -> list: ...  # each finished program's value
     def scorer(self): ...                             # incremental scorer: .extend(tokens), .fork()
 
 

@@ -371,7 +371,7 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
 
 
 class RequestOnly:
-    """The HF policy seen as a serving backend: no forward_rows, one token per request."""
+    """The HF policy seen as a serving backend: no forward_rows, one token per request (sample_next)."""
 
     def __init__(self, policy):
         self.inner = policy
@@ -381,12 +381,20 @@ class RequestOnly:
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def sample_next(self, prefixes, params, seeds):
-        from engine.policy import SamplingParams
-        out = [self.inner._decode_groups(None, [p], 1, SamplingParams(max_new_tokens=1, temperature=params.temperature,
-                                                                      top_p=params.top_p, seed=s, ignore_eos=True))[0][0]
-               for p, s in zip(prefixes, seeds)]
-        return [c.tokens[0] for c in out], [c.logprobs[0] for c in out]
+
+def test_backends_and_the_value_model_implement_their_protocols():
+    import inspect
+
+    from engine.policy import HFPolicy, Policy
+    from engine.result import ValueFunction
+    from engine.vllm_policy import VLLMPolicy
+    from valuemodel.model import ValueModel
+
+    def members(protocol):
+        return [n for n, v in vars(protocol).items() if inspect.isfunction(v) and not n.startswith("_")]
+    for backend in (HFPolicy, VLLMPolicy):
+        assert not [m for m in members(Policy) if not callable(getattr(backend, m, None))], backend
+    assert not [m for m in members(ValueFunction) if not callable(getattr(ValueModel, m, None))]
 
 
 def test_search_on_a_request_backend_equals_the_batched_rows(tiny_policy):
