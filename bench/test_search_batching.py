@@ -56,7 +56,7 @@ def test_search_throughput_and_value_cost(benchmark, models):
     print(f"\n{POLICY}, k={K}: policy tokens/s")
     for name, r in rows:
         print(f"  {name:10s} {tok_s(r):7.1f} tok/s  ({r.stats['policy_tokens']} tokens, {r.stats['wall_s']['total']:.1f} s)"
-              f"  {tok_s(r) / tok_s(b):.2f}x best_of_k")
+              f"  {tok_s(r) / tok_s(b):.2f}x best_of_k  phases {r.stats['wall_s']}")
     for name, r in (("shared trunk", t), ("own forward", t_separate)):
         f = r.stats["forward_s"]
         print(f"  tree value, {name:12s}: {f['value']:.2f} s value vs {f['policy']:.2f} s policy forward "

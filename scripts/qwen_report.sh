@@ -10,7 +10,7 @@ POLICY=${POLICY:-Qwen/Qwen2.5-Coder-0.5B-Instruct}
 MBPP=${MBPP:?set MBPP to the sanitized MBPP JSONL file}
 OUT=${OUT:-results/qwen}
 VALUE=${VALUE:-valuemodel/qwen}
-STEPS=${STEPS:-"prompt train-samples humaneval heldout data cv train eval rank"}
+STEPS=${STEPS:-"prompt train-samples more-samples humaneval heldout data cv train eval rank tree"}
 # The value model's training settings, chosen by 5-fold CV over the MBPP training problems
 # (results/qwen/critic-cv): the head alone, fitted as a within-problem probe on the mean over each
 # program's tokens, no further epochs.
@@ -33,6 +33,23 @@ for step in $STEPS; do
   train-samples)  # value-model training data: k=8 judged samples of MBPP problems outside the validation split
     bench quality --dataset "$MBPP" --split=-validation --limit "${TRAIN_LIMIT:-0}" --strategies sample --k 8 \
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train" --json > /dev/null
+    ;;
+  more-samples)  # 8 more samples (seed 1) of each training problem whose first 8 had both outcomes
+    python3 - "$MBPP" "$OUT/mbpp-train/runs/sample.jsonl" runs/qwen/mbpp-mixed.jsonl <<'PY'
+import json, sys
+mixed = set()
+for line in open(sys.argv[2]):
+    row = json.loads(line)
+    passed = {c["passed"] for c in row["candidates"]}
+    if len(passed) == 2:
+        mixed.add(row["problem_id"])
+with open(sys.argv[3], "w") as out:
+    for line in open(sys.argv[1]):
+        if f"mbpp/{json.loads(line)['task_id']}" in mixed:
+            out.write(line)
+PY
+    bench quality --dataset runs/qwen/mbpp-mixed.jsonl --split=-validation --strategies sample --k 8 --seed 1 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train-2" --json > /dev/null
     ;;
   heldout)  # held-out data for the value model's eval: every MBPP validation problem, chosen framing
     bench quality --dataset "$MBPP" --split validation --strategies sample --k 8 \
@@ -61,6 +78,10 @@ for step in $STEPS; do
   rank)     # best_of_k on HumanEval: the value model picks among the stored samples; the report
     bench quality --dataset humaneval --strategies best_of_k --k 8 --value "$VALUE" \
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval" --json > /dev/null
+    ;;
+  tree)    # tree search on all 164 HumanEval problems (the engine's default rules), several problems side by side
+    bench quality --dataset humaneval --strategies tree --value "$VALUE" \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval-tree" --json > /dev/null
     ;;
   trees)   # rollout trees (the paper's process data) on MBPP problems outside the validation split
     datagen build --dataset "$MBPP" --split=-validation --policy "$POLICY" --out "$OUT/trees" \
