@@ -16,7 +16,7 @@ with `--heldout`, the same for a probe fitted on all training rows, on held-out 
 not a choice: choose by the CV columns).
 
     python3 -m bench.layer_probe extract --base MODEL --data runs/qwen/train-data/train.jsonl --out F
-    python3 -m bench.layer_probe cv --features F [--heldout G] [--l2 0.3]
+    python3 -m bench.layer_probe cv --features F [--heldout G] [--extra H] [--l2 0.3]
 """
 
 import argparse
@@ -111,7 +111,9 @@ def summarize(groups):
             "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None}
 
 
-def cross_validate(x, labels, problems, l2, folds=5, seed=0):
+def cross_validate(x, labels, problems, l2, folds=5, seed=0, extra=None):
+    """Grouped k-fold CV of the probe. `extra` (x, labels, problems): more rows that join the training
+    folds of their problems but are never tested on, so the test rows are the same with or without."""
     names = sorted(set(problems))
     random.Random(seed).shuffle(names)
     fold_of = {p: i % folds for i, p in enumerate(names)}
@@ -119,7 +121,12 @@ def cross_validate(x, labels, problems, l2, folds=5, seed=0):
     for fold in range(folds):
         train = [i for i, p in enumerate(problems) if fold_of[p] != fold]
         test = [i for i, p in enumerate(problems) if fold_of[p] == fold]
-        direction, _, _, _ = pairwise_probe(x[train], [labels[i] for i in train], [problems[i] for i in train], l2)
+        tx, ty, tp = x[train], [labels[i] for i in train], [problems[i] for i in train]
+        if extra is not None:
+            more = [i for i, p in enumerate(extra[2]) if fold_of.get(p, -1) != fold]
+            tx = torch.cat([tx, extra[0][more]])
+            ty, tp = ty + [extra[1][i] for i in more], tp + [extra[2][i] for i in more]
+        direction, _, _, _ = pairwise_probe(tx, ty, tp, l2)
         groups.update(score_groups(x[test], [labels[i] for i in test], [problems[i] for i in test], direction))
     return summarize(groups)
 
@@ -139,6 +146,8 @@ def main(argv=None):
     c.add_argument("--heldout")
     c.add_argument("--l2", type=float, default=0.3)
     c.add_argument("--layers", default="", help="comma-separated 1-based layers (default: every one)")
+    c.add_argument("--extra", help="more training rows' features (e.g. more samples of the same problems): they join "
+                                   "the training folds and the held-out fit, never the CV's test rows")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.cmd == "extract":
@@ -146,11 +155,16 @@ def main(argv=None):
         return 0
     x, labels, problems = load(args.features)
     held = load(args.heldout) if args.heldout else None
+    extra = load(args.extra) if args.extra else None
     layers = [int(v) for v in args.layers.split(",")] if args.layers else range(1, x.shape[1] + 1)
     for layer in layers:
-        row = {"layer": layer, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2)}
+        more = (extra[0][:, layer - 1], extra[1], extra[2]) if extra else None
+        row = {"layer": layer, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2, extra=more)}
         if held:
-            direction, _, _, _ = pairwise_probe(x[:, layer - 1], labels, problems, args.l2)
+            fx, fy, fp = x[:, layer - 1], labels, problems
+            if more:
+                fx, fy, fp = torch.cat([fx, more[0]]), fy + more[1], fp + more[2]
+            direction, _, _, _ = pairwise_probe(fx, fy, fp, args.l2)
             row["heldout"] = summarize(score_groups(held[0][:, layer - 1], held[1], held[2], direction))
         print(json.dumps(row), flush=True)
     return 0
