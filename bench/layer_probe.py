@@ -44,6 +44,7 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
     for i, f in enumerate(feats):
         groups[tuple(f["input_ids"][:f["n_prompt"]])].append(i)
     trunk, layers = vm.model.base_model, decoder_layers(vm.model)
+    lm_head = lm_head_weight(base, vm).float()
     captured = []
     hooks = [layer.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o))
              for layer in layers]
@@ -53,7 +54,8 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
     try:
         for g, (prompt, members) in enumerate(todo, 1):
             cache = DynamicCache()
-            trunk(input_ids=torch.tensor([list(prompt)]), past_key_values=cache, use_cache=True)
+            prefill = trunk(input_ids=torch.tensor([list(prompt)]), past_key_values=cache, use_cache=True)
+            prompt_last = prefill.last_hidden_state[0, -1:].float()
             for s in range(0, len(members), chunk):
                 part = members[s:s + chunk]
                 responses = [feats[i]["input_ids"][len(prompt):] for i in part]
@@ -69,8 +71,20 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
                 per_layer = torch.stack([trunk.norm(h).float() for h in captured], 1)  # rows, layers, positions, hidden
                 for j, i in enumerate(part):
                     keep = torch.tensor([x != IGNORE for x in feats[i]["labels"][len(prompt):]])
+                    last = per_layer[j, -1, :len(keep)]
+                    # The distribution each response token was drawn from: the state before it.
+                    before = torch.cat([prompt_last, last[:-1]])
+                    logp = torch.log_softmax(before @ lm_head.T, -1)
+                    token_logp = logp.gather(1, torch.tensor(responses[j])[:, None])[:, 0]
+                    entropy = -(logp.exp() * logp).sum(1)
+                    n_keep = int(keep.sum())
+                    late = keep.clone()
+                    late[:keep.nonzero()[0, 0] + n_keep // 2] = False
                     done["rows"][str(i)] = {"problem_id": feats[i]["problem_id"], "label": feats[i]["label"],
-                                            "mean": per_layer[j][:, :len(keep)][:, keep].mean(1).to(torch.bfloat16)}
+                                            "mean": per_layer[j][:, :len(keep)][:, keep].mean(1).to(torch.bfloat16),
+                                            "late": last[late].mean(0).to(torch.bfloat16),
+                                            "logp": token_logp[keep].mean().item(), "min_logp": token_logp[keep].min().item(),
+                                            "entropy": entropy[keep].mean().item(), "tokens": n_keep}
             if g % save_every == 0 or g == len(todo):
                 _save(done, out)
                 print(f"\r{data}: prompt {g}/{len(todo)}", end="", file=sys.stderr, flush=True)
@@ -79,6 +93,22 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
             h.remove()
         _save(done, out)
     print(file=sys.stderr)
+
+
+def lm_head_weight(base, vm):
+    """The base's output projection (its own tensor where the checkpoint has one, else the tied
+    input embedding): the token-classification model drops it."""
+    import glob
+
+    from safetensors import safe_open
+
+    from engine.policy import resolve_model
+    location = resolve_model(base)
+    for path in glob.glob(os.path.join(location, "*.safetensors")) if os.path.isdir(location) else []:
+        with safe_open(path, "pt") as f:
+            if "lm_head.weight" in f.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                return f.get_tensor("lm_head.weight")
+    return vm.model.get_input_embeddings().weight.detach()
 
 
 def _save(obj, path):
