@@ -117,10 +117,22 @@ def _save(obj, path):
     os.replace(tmp, path)
 
 
-def load(path):
+# Per-row scalars extract keeps beside the pooled states, which `cv --add` appends to a layer's features.
+SCALARS = ("logp", "entropy", "min_logp")
+
+
+def load(path, add=(), pool="mean"):
+    """(features: rows x layers x width, labels, problem ids). pool "late": the last layer's mean
+    over the program's second half instead of its mean (other layers keep their mean); `add`:
+    per-row scalars (SCALARS) appended to every layer's features."""
     rows = torch.load(path, weights_only=False)["rows"]
     order = sorted(rows, key=int)
     x = torch.stack([rows[k]["mean"].float() for k in order])  # rows, layers, hidden
+    if pool == "late":
+        x[:, -1] = torch.stack([rows[k]["late"].float() for k in order])
+    if add:
+        scalars = torch.tensor([[rows[k][name] for name in add] for k in order])
+        x = torch.cat([x, scalars[:, None, :].expand(-1, x.shape[1], -1)], 2)
     return x, [rows[k]["label"] for k in order], [rows[k]["problem_id"] for k in order]
 
 
@@ -141,7 +153,7 @@ def summarize(groups):
             "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None}
 
 
-def cross_validate(x, labels, problems, l2, folds=5, seed=0, extra=None):
+def cross_validate(x, labels, problems, l2, folds=5, seed=0, extra=None, l2_scale=None):
     """Grouped k-fold CV of the probe. `extra` (x, labels, problems): more rows that join the training
     folds of their problems but are never tested on, so the test rows are the same with or without."""
     names = sorted(set(problems))
@@ -156,7 +168,7 @@ def cross_validate(x, labels, problems, l2, folds=5, seed=0, extra=None):
             more = [i for i, p in enumerate(extra[2]) if fold_of.get(p, -1) != fold]
             tx = torch.cat([tx, extra[0][more]])
             ty, tp = ty + [extra[1][i] for i in more], tp + [extra[2][i] for i in more]
-        direction, _, _, _ = pairwise_probe(tx, ty, tp, l2)
+        direction, _, _, _ = pairwise_probe(tx, ty, tp, l2, l2_scale)
         groups.update(score_groups(x[test], [labels[i] for i in test], [problems[i] for i in test], direction))
     return summarize(groups)
 
@@ -178,23 +190,43 @@ def main(argv=None):
     c.add_argument("--layers", default="", help="comma-separated 1-based layers (default: every one)")
     c.add_argument("--extra", help="more training rows' features (e.g. more samples of the same problems): they join "
                                    "the training folds and the held-out fit, never the CV's test rows")
+    c.add_argument("--add", default="", help=f"per-row scalars appended to the features: any of {','.join(SCALARS)}")
+    c.add_argument("--pool", choices=("mean", "late"), default="mean",
+                   help="the last layer's pooling: mean over the program, or over its second half")
+    c.add_argument("--only-added", action="store_true", help="the added scalars alone (no hidden states)")
+    c.add_argument("--added-l2", type=float, default=1.0,
+                   help="the added scalars' L2 penalty as a fraction of the hidden dimensions' (default 1: the same)")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.cmd == "extract":
         extract(args.base, args.data, args.out, mixed_only=args.mixed_only)
         return 0
-    x, labels, problems = load(args.features)
-    held = load(args.heldout) if args.heldout else None
-    extra = load(args.extra) if args.extra else None
+    add = tuple(a for a in args.add.split(",") if a)
+    if not set(add) <= set(SCALARS):
+        ap.error(f"--add takes {', '.join(SCALARS)}")
+    x, labels, problems = load(args.features, add, args.pool)
+    held = load(args.heldout, add, args.pool) if args.heldout else None
+    extra = load(args.extra, add, args.pool) if args.extra else None
+    if args.only_added:
+        if not add:
+            ap.error("--only-added needs --add")
+        x = x[..., -len(add):]
+        held, extra = ((t[0][..., -len(add):], *t[1:]) if t else None for t in (held, extra))
     layers = [int(v) for v in args.layers.split(",")] if args.layers else range(1, x.shape[1] + 1)
     for layer in layers:
         more = (extra[0][:, layer - 1], extra[1], extra[2]) if extra else None
-        row = {"layer": layer, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2, extra=more)}
+        scale = None
+        if add and not args.only_added:
+            scale = torch.ones(x.shape[2])
+            scale[-len(add):] = args.added_l2
+        row = {"layer": layer, "add": list(add), "pool": args.pool, "only_added": args.only_added, "l2": args.l2,
+               "added_l2": args.added_l2, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2, extra=more,
+                                                               l2_scale=scale)}
         if held:
             fx, fy, fp = x[:, layer - 1], labels, problems
             if more:
                 fx, fy, fp = torch.cat([fx, more[0]]), fy + more[1], fp + more[2]
-            direction, _, _, _ = pairwise_probe(fx, fy, fp, args.l2)
+            direction, _, _, _ = pairwise_probe(fx, fy, fp, args.l2, scale)
             row["heldout"] = summarize(score_groups(held[0][:, layer - 1], held[1], held[2], direction))
         print(json.dumps(row), flush=True)
     return 0

@@ -373,10 +373,12 @@ def fit_probe(vm, frozen, indices, cfg):
     return {"pairs": pairs, "l2": cfg.probe_l2, "scale": scale, "bias": bias}
 
 
-def pairwise_probe(x, labels, problem_ids, l2):
+def pairwise_probe(x, labels, problem_ids, l2, l2_scale=None):
     """The linear probe of fit_probe on rollout features x (rows) with 0/1 labels: a direction w
     minimising the pairwise logistic loss over every (pass, fail) pair of the same problem + l2 x
     |w|^2 on standardized features (L-BFGS), then a scale and bias fitted by pooled BCE on x @ w.
+    `l2_scale` (one factor per feature) weighs the penalty per feature, e.g. to let a few strong
+    scalar features stand beside hundreds of hidden-state dimensions.
     Returns (direction in x's units, scale, bias, number of pairs)."""
     x = x.float()
     y = torch.tensor(labels, dtype=torch.float32)
@@ -405,7 +407,8 @@ def pairwise_probe(x, labels, problem_ids, l2):
             return loss
         opt.step(closure)
     if len(pos):
-        minimize([w], lambda: torch.nn.functional.softplus(-((z[pos] - z[neg]) @ w)).mean() + l2 * (w * w).sum())
+        penalty = torch.ones(z.shape[1]) if l2_scale is None else torch.as_tensor(l2_scale, dtype=torch.float32)
+        minimize([w], lambda: torch.nn.functional.softplus(-((z[pos] - z[neg]) @ w)).mean() + l2 * (penalty * w * w).sum())
     direction = (w / sigma).detach()
     score = (x @ direction).detach()
     scale, bias = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
