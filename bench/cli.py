@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, replace
 
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
-from judge.cli import OneLineParser, dispatch
+from common.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 from judge.sandbox import SandboxError
 
@@ -27,7 +27,7 @@ def cmd_quality(args):
     from rich.console import Console
     from rich.progress import Progress
 
-    from datagen.store import write_json_atomic
+    from common.store import write_json_atomic
     from engine.cli import NEEDS_VALUE, config_from_args, load_models
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -116,7 +116,7 @@ def main(argv=None):
     r.add_argument("--skip-bad", action="store_true", help="skip lines of the run files that are not rows")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
-    from engine.policy import ModelError
+    from lm.policy import ModelError
     dispatch("bench", {"quality": cmd_quality, "report": cmd_report}, args,
              (ProblemError, SandboxError, ModelError, ValueError))
 

@@ -17,11 +17,15 @@ import os
 import random
 import time
 
-from datagen.store import RUN_FIELDS, SAMPLE_FIELDS, TreeStore, write_json_atomic
+from common.store import RowStore, write_json_atomic, write_text_atomic
+from datagen.store import NUMBER, SAMPLE_FIELDS
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
 STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 SETTINGS = "settings.json"
+RUN_FIELDS = {"problem_id": str, "strategy": str, "passed": (bool, int),
+              "stats": {"policy_tokens": int, "value_tokens": int, "wall_s": {"total": NUMBER}},
+              "candidates": [{"passed": (bool, int), "weight": int}]}
 
 
 def wilson(successes, n, z=1.96):
@@ -68,9 +72,9 @@ def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
     rows) where the policy can (HFPolicy.sample_many); each row's wall time is the time since the
     previous row, so the rows add up to the run's wall time."""
     from engine.best_of_k import candidate_params, to_candidate
-    from engine.policy import vocab_fingerprint
-    from engine.prompts import messages
     from judge import judge_many
+    from lm.policy import vocab_fingerprint
+    from lm.prompts import messages
     prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
     requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
     if hasattr(policy, "sample_many"):
@@ -127,10 +131,10 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
     the problems that have none yet (many problems in one batch)."""
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
-    store = TreeStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
+    store = RowStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
     done = store.done_ids()
     if strategy in ("sample", "best_of_k"):
-        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl", writer=True, fields=SAMPLE_FIELDS)
+        samples = store if strategy == "sample" else RowStore(runs, "sample.jsonl", writer=True, fields=SAMPLE_FIELDS)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
         for row in sample_rows(policy, todo, cfg, timeout, max_rows):
@@ -138,7 +142,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
             if progress and strategy == "sample":
                 progress()
         if strategy == "best_of_k":
-            rows = {r["problem_id"]: r for r in samples.trees()}
+            rows = {r["problem_id"]: r for r in samples.rows()}
             for problem in problems:
                 if problem.id not in done:
                     store.append(rank_samples(value, rows[problem.id]))
@@ -147,7 +151,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
         elif progress:
             for _ in range(len(problems) - len(todo)):
                 progress()
-        return store.trees()
+        return store.rows()
     from engine.cli import decode_all
     todo = [p for p in problems if p.id not in done]
     if progress:
@@ -160,7 +164,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
         store.append(judged_row(problem, result, verdicts))
         if progress:
             progress()
-    return store.trees()
+    return store.rows()
 
 
 def _expanded(row):
@@ -367,9 +371,9 @@ def fields_of(strategy):
 def load_runs(out_dir, skip_bad=False):
     rows = {}
     for strategy in STRATEGIES:
-        store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl", fields=fields_of(strategy))
+        store = RowStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl", fields=fields_of(strategy))
         if os.path.exists(store.path):
-            rows[strategy] = store.trees(skip_bad=skip_bad)
+            rows[strategy] = store.rows(skip_bad=skip_bad)
     return rows
 
 
@@ -381,9 +385,6 @@ def write_report(out_dir, skip_bad=False):
         raise ValueError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
     summary = summarize(rows)
     write_json_atomic(os.path.join(out_dir, "summary.json"), {"settings": settings, **summary})
-    tmp = os.path.join(out_dir, "report.md.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(markdown(summary, settings))
-    os.replace(tmp, os.path.join(out_dir, "report.md"))
+    write_text_atomic(os.path.join(out_dir, "report.md"), markdown(summary, settings))
     summary["plot"] = plot(summary, os.path.join(out_dir, "pass_vs_tokens.png"))
     return summary

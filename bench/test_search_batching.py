@@ -26,7 +26,7 @@ K = 8
 
 @pytest.fixture(scope="module")
 def models():
-    from engine.policy import HFPolicy
+    from lm.policy import HFPolicy
     from valuemodel.model import ValueModel
     return HFPolicy(POLICY), ValueModel.from_base(POLICY, last_layers=0), load_problem(EXAMPLE)
 

@@ -1,11 +1,10 @@
 """From judged trees to a per-token training set, split by problem; and tree statistics."""
 
-import json
 import os
 import random
 from collections import defaultdict
 
-from datagen.store import write_json_atomic
+from common.store import write_json_atomic, write_jsonl_atomic
 from datagen.tree import examples
 
 
@@ -66,11 +65,7 @@ def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):
     files = {"train.jsonl": balance(train, seed) if balanced else train, "test.jsonl": test,
              "test_balanced.jsonl": balance(test, seed)}
     for name, part in files.items():
-        tmp = os.path.join(out_dir, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in part:
-                f.write(json.dumps(r, separators=(",", ":")) + "\n")
-        os.replace(tmp, os.path.join(out_dir, name))
+        write_jsonl_atomic(os.path.join(out_dir, name), part)
     stats = {"problems": {"train": len(train_ids), "test": len(test_ids)},
              "test_problem_ids": sorted(test_ids), "balanced_train": balanced, "seed": seed,
              "class_ratio": {"all": class_ratio(rows), "train": class_ratio(files["train.jsonl"]),

@@ -9,9 +9,9 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from engine.policy import SamplingParams, vocab_fingerprint
-from engine.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
 from judge import judge, judge_many
+from lm.policy import SamplingParams, vocab_fingerprint
+from lm.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
 
 TRUNK_MODES = ("sample", "reference", "auto")
 
@@ -30,7 +30,7 @@ class TreeConfig:
     timeout: float = 4.0        # judge seconds per test
     mode: str = "strict"        # judge comparison mode
     stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens)
-    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" or "code" (engine/prompts.py)
+    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" or "code" (lm/prompts.py)
 
     def __post_init__(self):
         if self.prompt not in FRAMINGS:

@@ -6,10 +6,11 @@ import os
 import sys
 import time
 
+from common.cli import OneLineParser, dispatch
 from engine.result import DecodeConfig
-from judge.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset, load_problem
 from judge.sandbox import SandboxError
+from lm.options import DEFAULT_POLICY, add_model_options, add_prompt_option
 
 # Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
 # used, so that --help stays light). Beam and tree also have a generator form that can share each
@@ -57,7 +58,7 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
                 tensor_parallel_size=1, strategy="decode"):
     """The policy and the value model (the given one, else the shipped default when the strategy
     needs one), checked to share a tokenizer."""
-    from engine.policy import ModelError, load_policy, vocab_fingerprint
+    from lm.policy import ModelError, load_policy, vocab_fingerprint
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
     if needs_value and path is None:
@@ -114,7 +115,6 @@ def cmd_decode(args):
         elif args.limit:
             problems = problems[: args.limit]
     cfg = config_from_args(args, args.strategy)
-    from engine.policy import DEFAULT_POLICY
     if args.policy in (None, "", DEFAULT_POLICY):
         print(PLUMBING_NOTE, file=sys.stderr)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
@@ -156,28 +156,8 @@ def _step(text):
     return text
 
 
-def add_backend_options(parser):
-    """--backend and --tensor-parallel-size, for every command that generates (decode, datagen
-    build, bench quality). The choices are engine.policy.BACKENDS, spelt here so that --help does
-    not import torch."""
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                        help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
-
-
-DTYPE_HELP = "auto (bf16 on GPUs and on CPUs with native bf16: avx512_bf16 or AMX; else fp32), float32, bfloat16"
-
-
-def add_prompt_option(parser):
-    """--prompt, for every command that prompts a policy (decode, datagen build, bench quality).
-    The choices are engine.prompts.FRAMINGS, spelt here so that --help stays light."""
-    parser.add_argument("--prompt", choices=("reason", "code"), default="code",
-                        help="prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)")
-
-
 def add_model_and_search_options(parser):
     """The model, sampling and search options shared by `decode` and `bench quality`."""
-    parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--value", default=None, help="value checkpoint directory (default: the shipped one, if any)")
     parser.add_argument("--k", type=int, default=8, help="best_of_k: samples (default 8)")
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -198,9 +178,7 @@ def add_model_and_search_options(parser):
                         help="rows in one batch: sample/best_of_k samples, or beam/tree searches of several problems "
                              "side by side (default 32)")
     add_prompt_option(parser)
-    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
-    parser.add_argument("--device", default="auto")
-    add_backend_options(parser)
+    add_model_options(parser)
 
 
 def config_from_args(args, strategy):
@@ -225,7 +203,7 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
     args = parser.parse_args(argv)
     args.command = "decode"
-    from engine.policy import ModelError
+    from lm.policy import ModelError
     dispatch("decode", {"decode": cmd_decode}, args, (ProblemError, SandboxError, ModelError, ValueError))
 
 

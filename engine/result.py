@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from engine.prompts import DEFAULT_FRAMING
+from lm.prompts import DEFAULT_FRAMING
 
 
 class ValueFunction(Protocol):

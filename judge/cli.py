@@ -4,36 +4,14 @@ import argparse
 import json
 import sys
 
+from common.cli import OneLineParser, die, dispatch
 from judge.core import judge, judge_many
 from judge.problems import ProblemError, load_dataset, load_problem
 from judge.sandbox import SandboxError, isolation_level
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit 2, not usage plus error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def die(prog, message):
-    """The one error line every forkcode command gives for bad input, and exit status 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def fail(message):
     die("judge", message)
-
-
-def dispatch(prog, handlers, args, errors):
-    """Run the chosen subcommand; expected errors become one line instead of a traceback."""
-    try:
-        handlers[args.command](args)
-    except errors as exc:
-        die(prog, str(exc))
-    except KeyboardInterrupt:
-        die(prog, "interrupted; rerun the same command to resume" if prog == "datagen" else "interrupted")
 
 
 def _read_program(path):

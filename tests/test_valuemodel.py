@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from engine.policy import ModelError, vocab_fingerprint
+from lm.policy import ModelError, vocab_fingerprint
 from valuemodel.metrics import (
     auroc,
     auroc_lower_bound,

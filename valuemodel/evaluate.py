@@ -3,8 +3,8 @@
 import os
 from collections import defaultdict
 
-from datagen.store import write_json_atomic, write_text_atomic
-from engine.policy import vocab_fingerprint
+from common.store import write_json_atomic, write_text_atomic
+from lm.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.model import aggregate_values
 from valuemodel.train import encode_row, read_rows

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import torch
 
-from datagen.store import schema_error, write_json_atomic
-from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
+from common.store import atomic_path, schema_error, write_json_atomic
+from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
@@ -284,9 +284,8 @@ class ValueModel:
         params = dict(self.model.named_parameters())
         delta = {n: params[n].detach().to(dtype or params[n].dtype).contiguous().cpu()
                  for n in trainable_names(self.model, self.last_layers)}
-        tmp = os.path.join(path, f".{DELTA_WEIGHTS}.tmp")
-        save_file(delta, tmp)
-        os.replace(tmp, os.path.join(path, DELTA_WEIGHTS))
+        with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:
+            save_file(delta, tmp)
         cfg = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
                "aggregate": self.aggregate, "base_signature": self.signature,
                "model_type": self.model.config.model_type, **(extra or {})}

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from datagen.store import EXAMPLE_FIELDS, read_jsonl
-from engine.policy import vocab_fingerprint
+from common.store import atomic_path, read_jsonl
+from datagen.store import EXAMPLE_FIELDS
+from lm.policy import vocab_fingerprint
 from valuemodel.model import head_module
 
 IGNORE = -100.0
@@ -192,9 +193,8 @@ class FrozenFeatures:
                 parts = self._build_group(list(prompt), members)
                 if path:
                     os.makedirs(folder, exist_ok=True)
-                    tmp = path + f".tmp{os.getpid()}"
-                    save_file({str(j): h for j, h in enumerate(parts)}, tmp)
-                    os.replace(tmp, path)
+                    with atomic_path(path) as tmp:
+                        save_file({str(j): h for j, h in enumerate(parts)}, tmp)
             for i, h in zip(members, parts):
                 hidden[i] = h
         if progress:
@@ -291,7 +291,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
-    from engine.policy import cache_root
+    from lm.policy import cache_root
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     params = [p for p in vm.model.parameters() if p.requires_grad]
@@ -319,9 +319,8 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
         state = {"trainable": {n: p for n, p in vm.model.state_dict().items() if n in names},
                  "optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1}
-        tmp = state_path + f".tmp{os.getpid()}"
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
     eval_loss = None
     if eval_path:
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
@@ -442,7 +441,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     random.Random(cfg.seed).shuffle(problems)
     fold_of = {p: i % folds for i, p in enumerate(problems)}
     vm.upcast_trainable()
-    from engine.policy import cache_root
+    from lm.policy import cache_root
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     names = {n for n, p in vm.model.named_parameters() if p.requires_grad}

