@@ -17,7 +17,7 @@ import os
 import random
 import time
 
-from common.store import RowStore, write_json_atomic, write_text_atomic
+from common.store import RowStore, StoreError, read_json, write_json_atomic, write_text_atomic
 from datagen.store import NUMBER, SAMPLE_FIELDS
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
@@ -378,11 +378,10 @@ def load_runs(out_dir, skip_bad=False):
 
 
 def write_report(out_dir, skip_bad=False):
-    with open(os.path.join(out_dir, SETTINGS), encoding="utf-8") as f:
-        settings = json.load(f)
+    settings = read_json(os.path.join(out_dir, SETTINGS), "settings")
     rows = load_runs(out_dir, skip_bad)
     if not rows:
-        raise ValueError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
+        raise StoreError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
     summary = summarize(rows)
     write_json_atomic(os.path.join(out_dir, "summary.json"), {"settings": settings, **summary})
     write_text_atomic(os.path.join(out_dir, "report.md"), markdown(summary, settings))

@@ -1,8 +1,18 @@
-"""The command-line toolkit every forkcode command shares: the one-line error and the subcommand
-dispatch. No forkcode imports: every layer may use it."""
+"""The command-line toolkit every forkcode command shares: the project's error types, the one-line
+error and the subcommand dispatch. No forkcode imports: every layer may use it."""
 
 import argparse
 import sys
+
+
+class ForkcodeError(Exception):
+    """Bad input or an expected failure (an unreadable problem or row file, a model that cannot be
+    loaded, a setting out of range): the message is meant for the user as is, and a command shows
+    it as one error line (exit status 2). Any other exception is a bug and keeps its traceback."""
+
+
+class ConfigError(ForkcodeError, ValueError):
+    """A setting that is unknown or out of range (an option's value, a config field)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -18,11 +28,12 @@ def die(prog, message):
     sys.exit(2)
 
 
-def dispatch(prog, handlers, args, errors):
-    """Run the chosen subcommand; expected errors become one line instead of a traceback."""
+def dispatch(prog, handlers, args, interrupted="interrupted"):
+    """Run the chosen subcommand (`args.command`): a ForkcodeError becomes one error line, Ctrl-C the
+    line `interrupted` (e.g. how to resume); anything else is a bug and keeps its traceback."""
     try:
         handlers[args.command](args)
-    except errors as exc:
+    except ForkcodeError as exc:
         die(prog, str(exc))
     except KeyboardInterrupt:
-        die(prog, "interrupted; rerun the same command to resume" if prog == "datagen" else "interrupted")
+        die(prog, interrupted)

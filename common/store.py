@@ -16,6 +16,8 @@ import os
 import shutil
 from contextlib import contextmanager
 
+from common.cli import ForkcodeError
+
 
 def schema_error(row, fields, where="row"):
     """None if `row` has every field of `fields` with its type, else what is wrong."""
@@ -48,7 +50,7 @@ def _type_name(kind):
                         "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
 
 
-class StoreError(ValueError):
+class StoreError(ForkcodeError, ValueError):
     """A row file that cannot be read as it is; the message names the file and line."""
 
 
@@ -150,6 +152,17 @@ def atomic_path(path):
         elif os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_json(path, what="file"):
+    """A whole JSON file; a StoreError (one line) if it cannot be read or is not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as exc:
+        raise StoreError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise StoreError(f"{what} {path} is not valid JSON ({str(exc).splitlines()[0][:80]})") from None
 
 
 def write_text_atomic(path, text):

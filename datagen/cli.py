@@ -11,8 +11,7 @@ from common.store import RowStore, write_json_atomic
 from datagen.export import export, tree_stats
 from datagen.store import SAMPLE_FIELDS, TREE_FIELDS, TREES
 from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
-from judge.problems import ProblemError, load_dataset, select_mbpp_splits
-from judge.sandbox import SandboxError
+from judge.problems import load_dataset, select_mbpp_splits
 from lm.options import add_model_options, add_prompt_option
 
 
@@ -173,9 +172,8 @@ def main(argv=None):
     e.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     e.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from lm.policy import ModelError
     dispatch("datagen", {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}, args,
-             (ProblemError, SandboxError, ModelError, ValueError))
+             interrupted="interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

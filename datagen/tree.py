@@ -9,7 +9,8 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from judge import judge, judge_many
+from common.cli import ConfigError
+from judge import ProblemError, judge, judge_many
 from lm.policy import SamplingParams, vocab_fingerprint
 from lm.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
 
@@ -34,11 +35,11 @@ class TreeConfig:
 
     def __post_init__(self):
         if self.prompt not in FRAMINGS:
-            raise ValueError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
+            raise ConfigError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
         if self.trunk not in TRUNK_MODES:
-            raise ValueError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
+            raise ConfigError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
         if self.forks < 0 or self.per_fork < 1 or self.retries < 1 or self.min_spacing < 1:
-            raise ValueError("forks >= 0, per-fork >= 1, retries >= 1 and min-spacing >= 1 are required")
+            raise ConfigError("forks >= 0, per-fork >= 1, retries >= 1 and min-spacing >= 1 are required")
 
 
 def select_forks(logprobs, count, min_spacing=1):
@@ -92,7 +93,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
                  "finish_reason": completion.finish_reason}
     if cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references):
         if not problem.references:
-            raise ValueError(f"problem {problem.id} has no reference solution for a reference trunk")
+            raise ProblemError(f"problem {problem.id} has no reference solution for a reference trunk")
         if trunk:  # the last sampled attempt, replaced by the reference, stays a training example
             rejected.append({k: trunk[k] for k in ("tokens", "logprobs", "text", "program", "verdict", "passed",
                                                    "total", "finish_reason")})

@@ -9,7 +9,6 @@ import time
 from common.cli import OneLineParser, dispatch
 from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, load_problem
-from judge.sandbox import SandboxError
 from lm.options import DEFAULT_POLICY, add_model_options, add_prompt_option
 
 # Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
@@ -203,8 +202,7 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
     args = parser.parse_args(argv)
     args.command = "decode"
-    from lm.policy import ModelError
-    dispatch("decode", {"decode": cmd_decode}, args, (ProblemError, SandboxError, ModelError, ValueError))
+    dispatch("decode", {"decode": cmd_decode}, args)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import sys
 
 from common.cli import OneLineParser, die, dispatch
 from judge.core import judge, judge_many
-from judge.problems import ProblemError, load_dataset, load_problem
-from judge.sandbox import SandboxError, isolation_level
+from judge.problems import load_dataset, load_problem
+from judge.sandbox import isolation_level
 
 
 def fail(message):
@@ -121,7 +121,7 @@ def main(argv=None):
         p.add_argument("--timeout", type=_positive, default=4.0, help="seconds per test (default 4)")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
-    dispatch("judge", {"run": cmd_run, "check": cmd_check}, args, (ProblemError, SandboxError, ValueError))
+    dispatch("judge", {"run": cmd_run, "check": cmd_check}, args)
 
 
 if __name__ == "__main__":

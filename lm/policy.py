@@ -19,11 +19,12 @@ from typing import Protocol
 
 import torch
 
+from common.cli import ConfigError, ForkcodeError
 from common.store import atomic_path
 from lm.options import BACKENDS, DEFAULT_POLICY
 
 
-class ModelError(RuntimeError):
+class ModelError(ForkcodeError, RuntimeError):
     """A model that cannot be found or loaded; the message is meant for the user as is."""
 
 
@@ -70,8 +71,11 @@ def gguf_to_safetensors(path):
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder, name = os.path.split(os.path.abspath(path))
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    except (OSError, ValueError) as exc:  # transformers' ValueError: a GGUF it cannot read
+        raise ModelError(f"cannot convert GGUF {path}: {str(exc).splitlines()[0]}") from None
     # A GGUF-loaded model cannot save_pretrained itself: copy its weights into a plain model,
     # whose config must not say "gguf" (transformers would re-quantize it on every load).
     config = copy.deepcopy(gguf_model.config)
@@ -105,7 +109,7 @@ def load_causal_lm(spec, dtype="auto", device="auto"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # transformers' ValueError: a config it does not know
         raise ModelError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
     return model, tokenizer
@@ -210,7 +214,7 @@ def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", 
     if backend == "vllm":
         from lm.vllm_policy import VLLMPolicy
         return VLLMPolicy(spec, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, **engine_args)
-    raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    raise ConfigError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
 
 
 class TokenizerOps:

@@ -10,6 +10,7 @@ limit).
 import ast
 import re
 
+from common.cli import ConfigError
 from judge.problems import Problem
 
 SYSTEM = "You are an expert Python programmer. You write correct, efficient Python 3 code."
@@ -57,7 +58,7 @@ DEFAULT_FRAMING = "code"
 def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
     """Chat messages for a problem (rendered by the policy's chat template when it has one)."""
     if framing not in FRAMINGS:
-        raise ValueError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
+        raise ConfigError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
     if problem.source == "humaneval":
         instruction = FRAMINGS[framing].format(what="function (with its imports)")
         user = HUMANEVAL.format(prompt=problem.starter_code.rstrip(), instruction=instruction)

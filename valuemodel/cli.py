@@ -4,9 +4,8 @@ import json
 import os
 
 from common.cli import OneLineParser, die, dispatch
-from judge.problems import ProblemError, load_problem
+from judge.problems import load_problem
 from lm.options import DEFAULT_POLICY, MODEL_HELP
-from lm.policy import ModelError
 from valuemodel.model import AGGREGATES
 
 
@@ -75,6 +74,8 @@ def cmd_score(args):
             program = f.read()
     except OSError as exc:
         fail(f"cannot read program {args.program}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"program {args.program} is not UTF-8 text")
     vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
     tok = vm.tokenizer
     msgs = messages(problem)
@@ -162,8 +163,7 @@ def main(argv=None):
     for p in (s, e):
         p.add_argument("--base", default=None, help="base model location, if moved since training")
     args = parser.parse_args(argv)
-    dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args,
-             (ProblemError, ModelError, ValueError))
+    dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
+from common.cli import ConfigError
 from common.store import atomic_path, schema_error, write_json_atomic
 from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
@@ -63,7 +64,7 @@ def truncate_trunk(model, trunk_layers):
     if trunk_layers is None or trunk_layers == len(layers):
         return
     if not 1 <= trunk_layers <= len(layers):
-        raise ValueError(f"trunk_layers must be between 1 and {len(layers)}, not {trunk_layers}")
+        raise ConfigError(f"trunk_layers must be between 1 and {len(layers)}, not {trunk_layers}")
     model.base_model.layers = torch.nn.ModuleList(list(layers)[:trunk_layers])
     model.config.num_hidden_layers = trunk_layers
     if isinstance(getattr(model.config, "layer_types", None), list):
@@ -75,7 +76,7 @@ def trainable_names(model, last_layers):
     layers = decoder_layers(model)
     n = len(layers)
     if not 0 <= last_layers <= n:
-        raise ValueError(f"last_layers must be between 0 and {n}, not {last_layers}")
+        raise ConfigError(f"last_layers must be between 0 and {n}, not {last_layers}")
     keep = {id(p) for layer in list(layers)[n - last_layers:] for p in layer.parameters()}
     keep |= {id(p) for p in head_module(model)[1].parameters()}
     return [name for name, p in model.named_parameters() if id(p) in keep]
@@ -172,7 +173,7 @@ class ValueModel:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForTokenClassification.from_pretrained(location, config=config,
                                                                     dtype=pick_dtype(dtype, device))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # transformers' ValueError: a config it does not know
             raise ModelError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common.store import atomic_path, read_jsonl
+from common.cli import ConfigError
+from common.store import StoreError, atomic_path, read_jsonl
 from datagen.store import EXAMPLE_FIELDS
 from lm.policy import vocab_fingerprint
 from valuemodel.model import head_module
@@ -283,11 +284,11 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     cfg = cfg or TrainConfig()
     rows = read_rows(data_path)
     if not rows:
-        raise ValueError(f"{data_path} holds no training rows")
+        raise StoreError(f"{data_path} holds no training rows")
     fingerprint = vocab_fingerprint(vm.tokenizer)
     feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
     if not feats:
-        raise ValueError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
+        raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
@@ -358,7 +359,7 @@ def fit_probe(vm, frozen, indices, cfg):
     so the values are probabilities again. Ranking within a problem comes from the probe alone: a
     pooled BCE would spend the head on telling easy problems from hard ones."""
     if vm.last_layers != 0 or not frozen.final:
-        raise ValueError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
+        raise ConfigError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
     feats = frozen.feats
     with torch.no_grad():
         x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
@@ -437,7 +438,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     feats = make_features(read_rows(data_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
     problems = sorted({f["problem_id"] for f in feats})
     if len(problems) < folds:
-        raise ValueError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
+        raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
     random.Random(cfg.seed).shuffle(problems)
     fold_of = {p: i % folds for i, p in enumerate(problems)}
     vm.upcast_trainable()

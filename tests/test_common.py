@@ -1,0 +1,57 @@
+"""The shared toolkit (common/): the one-line error for the project's own errors only, and atomic writes."""
+
+import argparse
+import os
+
+import pytest
+
+from common.cli import ConfigError, ForkcodeError, dispatch
+from common.store import StoreError, atomic_path, write_text_atomic
+from judge import ProblemError, SandboxError
+from lm.policy import ModelError
+from valuemodel.model import ValueModelError
+
+
+def _run(handler, **kwargs):
+    dispatch("prog", {"go": handler}, argparse.Namespace(command="go"), **kwargs)
+
+
+def test_dispatch_makes_a_project_error_one_line_and_leaves_a_bug_its_traceback(capsys):
+    def bad_input(args):
+        raise ConfigError("--forks must be >= 0")
+
+    with pytest.raises(SystemExit) as exc:
+        _run(bad_input)
+    assert exc.value.code == 2 and capsys.readouterr().err == "prog: error: --forks must be >= 0\n"
+
+    def bug(args):
+        raise ValueError("a bug deep inside, e.g. from torch")
+
+    with pytest.raises(ValueError, match="a bug deep inside"):  # not turned into a one-line error
+        _run(bug)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit):
+        _run(interrupted, interrupted="interrupted; rerun the same command to resume")
+    assert capsys.readouterr().err == "prog: error: interrupted; rerun the same command to resume\n"
+
+
+def test_every_expected_error_is_a_forkcode_error_and_keeps_its_old_base():
+    for error, old in ((ProblemError, ValueError), (StoreError, ValueError), (ConfigError, ValueError),
+                       (SandboxError, RuntimeError), (ModelError, RuntimeError), (ValueModelError, RuntimeError)):
+        assert issubclass(error, ForkcodeError) and issubclass(error, old), error
+
+
+def test_atomic_path_replaces_whole_or_leaves_the_old_file(tmp_path):
+    path = str(tmp_path / "f.txt")
+    write_text_atomic(path, "old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("killed mid-write")
+    assert open(path).read() == "old" and os.listdir(tmp_path) == ["f.txt"]  # the temporary file is gone
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("new")
+    assert open(path).read() == "new" and os.listdir(tmp_path) == ["f.txt"]
