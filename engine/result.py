@@ -10,8 +10,8 @@ from lm.prompts import DEFAULT_FRAMING
 
 class ValueFunction(Protocol):
     """The value-model interface the strategies use (valuemodel.ValueModel implements it; a test
-    checks). A batched search reads values through `value_track(policy)` where the value model has
-    one (engine.batch), else through one incremental scorer per row."""
+    checks). A batched search reads a ValueModel's values from the policy's hidden states or its own
+    batched forward (engine.batch.value_track), any other one's through an incremental scorer per row."""
     tokens_scored: int
 
     def values(self, sequences: list) -> list: ...   # per-token values for each token sequence

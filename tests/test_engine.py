@@ -338,7 +338,8 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
     values equal the value model's own forward, and so do the batched value rows'."""
     import torch
 
-    from engine.batch import Frontier, RowsValue, SharedTrunkValue, value_track
+    from engine import batch
+    from engine.batch import Frontier, RowsValue, ScorerValue, SharedTrunkValue, value_track
     from lm.policy import SamplingParams
     from valuemodel.model import ValueModel
     vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
@@ -350,11 +351,13 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
     assert isinstance(value_track(tiny_policy, deeper), RowsValue)  # a trained layer: its own forward
     cut = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=2)
     assert isinstance(value_track(tiny_policy, cut), SharedTrunkValue)  # the policy's first two layers
+    assert isinstance(value_track(tiny_policy, ScriptedValue()), ScorerValue)  # any other ValueFunction
     prompts = _prompts(tiny_policy)
     sampling = SamplingParams(temperature=1.0)
     for critic, track in ((vm, SharedTrunkValue), (vm, RowsValue), (cut, SharedTrunkValue), (cut, RowsValue)):
-        critic.value_track = lambda policy, track=track, critic=critic: track(critic)
-        parts, prompt_values = zip(*[Frontier.start(tiny_policy, critic, p) for p in prompts])
+        with pytest.MonkeyPatch.context() as mp:  # this track, whatever value_track would choose
+            mp.setattr(batch, "value_track", lambda policy, value, track=track: track(value))
+            parts, prompt_values = zip(*[Frontier.start(tiny_policy, critic, p) for p in prompts])
         frontier = Frontier.merge(parts)
         frontier.select([0, 1, 1])
         seqs, values = [list(prompts[0]), list(prompts[1]), list(prompts[1])], [[], [], []]
@@ -364,7 +367,6 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
             for seq, v, t, x in zip(seqs, values, tokens, frontier.advance(tokens)):
                 seq.append(t)
                 v.append(x)
-        del critic.value_track
         for seq, got, first in zip(seqs, values, [prompt_values[0], prompt_values[1], prompt_values[1]]):
             want = critic.values([seq])[0]
             assert max(abs(a - b) for a, b in zip([first] + got, want[-13:])) < 1e-5

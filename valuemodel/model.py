@@ -341,13 +341,6 @@ class ValueModel:
     def scorer(self):
         return IncrementalScorer(self)
 
-    def value_track(self, policy):
-        """How a batched search (engine.batch.Frontier) reads this model's values next to `policy`:
-        from the policy's own hidden states when this is a head on the policy's very model (no
-        value forward at all), else through a batched forward of this model."""
-        from engine.batch import RowsValue, SharedTrunkValue
-        return SharedTrunkValue(self) if self.shares_trunk_with(policy) else RowsValue(self)
-
     def shares_trunk_with(self, policy):
         """True when this value model is a head alone (N = 0) on exactly the policy's model, or on its
         first layers (trunk_layers): same vocabulary, and every trunk tensor the policy's, same dtype

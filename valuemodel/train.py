@@ -106,13 +106,6 @@ def collate(features, pad_id):
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def masked_bce(logits, labels):
-    """Mean BCE over the labelled tokens only (labels == -100 are prompt, context or padding)."""
-    logits = logits.float().reshape(labels.shape)
-    keep = labels != IGNORE
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], labels[keep])
-
-
 def rollout_logits(logits, labels, aggregate="last"):
     """One logit per rollout, as a pick compares them: at its last labelled token, or the mean over
     its labelled tokens (see valuemodel.model.AGGREGATES)."""
