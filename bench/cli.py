@@ -11,8 +11,9 @@ import os
 from dataclasses import asdict, replace
 
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
-from common.cli import ConfigError, OneLineParser, dispatch
+from common.cli import ConfigError, OneLineParser, config_from_args, dispatch
 from common.store import StoreError, read_json
+from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 
 
@@ -28,7 +29,7 @@ def cmd_quality(args):
     from rich.progress import Progress
 
     from common.store import write_json_atomic
-    from engine.cli import NEEDS_VALUE, config_from_args, load_models
+    from engine.cli import NEEDS_VALUE, load_models
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
@@ -39,7 +40,7 @@ def cmd_quality(args):
     if not problems:
         raise ProblemError(f"{args.dataset} has no problems with tests")
     os.makedirs(args.out, exist_ok=True)
-    cfg = config_from_args(args, strategies[0])
+    cfg = config_from_args(DecodeConfig, args, strategy=strategies[0])
     settings = _settings(args, cfg)
     path = os.path.join(args.out, SETTINGS)
     if os.path.exists(path):

@@ -6,13 +6,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common.cli import OneLineParser, die, dispatch
+from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
 from common.store import RowStore, write_json_atomic
 from datagen.export import export, tree_stats
 from datagen.store import SAMPLE_FIELDS, TREE_FIELDS, TREES
-from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
+from datagen.tree import TreeConfig, grow_tree, judge_tree
 from judge.problems import load_dataset, select_mbpp_splits
-from lm.options import add_model_options, add_prompt_option
+from lm.options import add_model_options
 
 
 def fail(message):
@@ -23,10 +23,7 @@ def cmd_build(args):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lm.policy import load_policy
-    cfg = TreeConfig(forks=args.forks, per_fork=args.per_fork, trunk=args.trunk, retries=args.retries,
-                     min_spacing=args.min_spacing, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                     timeout=args.timeout, mode=args.mode, prompt=args.prompt)
+    cfg = config_from_args(TreeConfig, args)
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
     store = RowStore(args.out, TREES, writer=True, fields=TREE_FIELDS)
@@ -142,21 +139,9 @@ def main(argv=None):
     b = sub.add_parser("build", help="sample, fork and judge rollout trees (resumable)")
     b.add_argument("--dataset", required=True, help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
     b.add_argument("--out", required=True, help="output directory (trees.jsonl; reruns resume)")
-    b.add_argument("--forks", type=int, default=6, help="F: forking tokens per trunk (default 6)")
-    b.add_argument("--per-fork", type=int, default=6, help="K: rollouts per fork (default 6)")
-    b.add_argument("--trunk", choices=TRUNK_MODES, default="auto",
-                   help="sample (the paper), reference (teacher-forced reference), auto (sample, else reference)")
-    b.add_argument("--retries", type=int, default=3, help="R: sampled trunks tried to find a passing one")
-    b.add_argument("--min-spacing", type=int, default=1, help="minimum tokens between fork positions")
+    add_config_options(b, TreeConfig, exclude=("stop_after_code",))
     b.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. train,test, or -validation for all but it)")
     b.add_argument("--limit", type=int, default=0, help="only the first N problems")
-    b.add_argument("--max-new-tokens", type=int, default=512)
-    b.add_argument("--temperature", type=float, default=1.0)
-    b.add_argument("--top-p", type=float, default=1.0)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
-    b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
-    add_prompt_option(b)
     add_model_options(b)
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")

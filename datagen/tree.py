@@ -9,29 +9,41 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 import time
 from dataclasses import asdict, dataclass
 
-from common.cli import ConfigError
+from common.cli import ConfigError, option
 from judge import ProblemError, judge, judge_many
+from judge.compare import MODES
 from lm.policy import SamplingParams, vocab_fingerprint
-from lm.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
+from lm.prompts import (
+    DEFAULT_FRAMING,
+    FRAMINGS,
+    PROMPT_OPTION,
+    build_program,
+    extract_code,
+    messages,
+    reference_response,
+    stop_after_code,
+)
 
 TRUNK_MODES = ("sample", "reference", "auto")
 
 
 @dataclass
 class TreeConfig:
-    forks: int = 6              # F
-    per_fork: int = 6           # K
-    trunk: str = "auto"         # sample | reference | auto (sample, fall back to a reference)
-    retries: int = 3            # R: sampled trunks tried before giving up on a passing one
-    min_spacing: int = 1        # fork positions at least this many tokens apart
+    """A tree's settings; `datagen build` takes its options from these fields."""
+    forks: int = option(6, "F: forking tokens per trunk (default %(default)s)")
+    per_fork: int = option(6, "K: rollouts per fork (default %(default)s)")
+    trunk: str = option("auto", "sample (the paper), reference (teacher-forced reference), auto (sample, else reference)",
+                        choices=TRUNK_MODES)
+    retries: int = option(3, "R: sampled trunks tried to find a passing one")
+    min_spacing: int = option(1, "minimum tokens between fork positions")
     max_new_tokens: int = 512
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
-    timeout: float = 4.0        # judge seconds per test
-    mode: str = "strict"        # judge comparison mode
-    stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens)
-    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" or "code" (lm/prompts.py)
+    timeout: float = option(4.0, "judge seconds per test")
+    mode: str = option("strict", choices=MODES)  # judge comparison mode
+    stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens; not an option)
+    prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)  # prompt framing (lm/prompts.py)
 
     def __post_init__(self):
         if self.prompt not in FRAMINGS:

@@ -5,6 +5,7 @@ import json
 import sys
 
 from common.cli import OneLineParser, die, dispatch
+from judge.compare import MODES
 from judge.core import judge, judge_many
 from judge.problems import load_dataset, load_problem
 from judge.sandbox import isolation_level
@@ -116,7 +117,7 @@ def main(argv=None):
                        help="at most N references per problem (default: all)")
     check.add_argument("--workers", type=int, default=0, help="parallel sandboxes (default: CPU count)")
     for p in (run, check):
-        p.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict",
+        p.add_argument("--mode", choices=MODES, default="strict",
                        help="output comparison (default strict; apps-legacy = hendrycks/apps rules)")
         p.add_argument("--timeout", type=_positive, default=4.0, help="seconds per test (default 4)")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")

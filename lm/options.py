@@ -17,9 +17,3 @@ def add_model_options(parser):
                         help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
 
-
-def add_prompt_option(parser):
-    """--prompt, for every command that prompts a policy (decode, datagen build, bench quality)."""
-    from lm.prompts import DEFAULT_FRAMING, FRAMINGS
-    parser.add_argument("--prompt", choices=tuple(FRAMINGS), default=DEFAULT_FRAMING,
-                        help="prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)")

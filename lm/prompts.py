@@ -53,6 +53,9 @@ FRAMINGS = {
 # The default, chosen on MBPP's validation split with Qwen2.5-Coder-0.5B (results/qwen/prompt.json): code-only
 # passed as often (54.4% vs 51.9% of samples) with 2.4x fewer tokens (77 vs 186 per sample).
 DEFAULT_FRAMING = "code"
+# The --prompt option of every command that prompts a policy (a config field: common.cli.option).
+PROMPT_OPTION = {"choices": tuple(FRAMINGS),
+                 "help": "prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)"}
 
 
 def messages(problem: Problem, framing: str = DEFAULT_FRAMING):

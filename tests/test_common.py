@@ -55,3 +55,48 @@ def test_atomic_path_replaces_whole_or_leaves_the_old_file(tmp_path):
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write("new")
     assert open(path).read() == "new" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def test_options_come_from_the_config_fields_and_build_the_config_back():
+    from dataclasses import dataclass
+
+    from common.cli import OneLineParser, add_config_options, config_from_args, option
+
+    @dataclass
+    class Config:
+        max_new_tokens: int = option(512, "tokens (default %(default)s)")
+        top_p: float = 0.95
+        mode: str = option("strict", choices=("strict", "apps-legacy"))
+        quick: bool = False
+        kept: bool = True  # not an option
+        name: str = "x"
+
+    parser = OneLineParser(prog="p")
+    add_config_options(parser, Config, exclude=("kept",), name={"choices": ("x", "y")})
+    assert config_from_args(Config, parser.parse_args([])) == Config()
+    args = parser.parse_args(["--max-new-tokens", "8", "--top-p", "0.5", "--mode", "apps-legacy", "--quick",
+                              "--name", "y"])
+    assert config_from_args(Config, args, top_p=0.1) == Config(8, 0.1, "apps-legacy", True, True, "y")
+    assert "tokens (default 512)" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "loose"])
+    with pytest.raises(TypeError, match="defaults to False"):
+        add_config_options(OneLineParser(), Config)
+
+
+def test_the_commands_defaults_are_the_config_defaults(monkeypatch):
+    """decode / bench quality and datagen build take every default from DecodeConfig / TreeConfig."""
+    from common.cli import OneLineParser, config_from_args
+    from datagen.tree import TreeConfig
+    from engine.cli import add_model_and_search_options
+    from engine.result import DecodeConfig
+
+    parser = OneLineParser()
+    add_model_and_search_options(parser)
+    assert config_from_args(DecodeConfig, parser.parse_args([])) == DecodeConfig()
+    import datagen.cli
+    captured = {}
+    monkeypatch.setattr(datagen.cli, "cmd_build", lambda args: captured.update(cfg=config_from_args(TreeConfig, args)))
+    datagen.cli.main(["build", "--dataset", "d", "--out", "o"])
+    assert captured["cfg"] == TreeConfig()
+
