@@ -16,16 +16,43 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from typing import TypedDict
 
 from common.store import RowStore, StoreError, read_json, write_json_atomic, write_text_atomic
-from datagen.store import NUMBER, SAMPLE_FIELDS
+from datagen.export import RunStats, SampleRow
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
 STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 SETTINGS = "settings.json"
-RUN_FIELDS = {"problem_id": str, "strategy": str, "passed": (bool, int),
-              "stats": {"policy_tokens": int, "value_tokens": int, "wall_s": {"total": NUMBER}},
-              "candidates": [{"passed": (bool, int), "weight": int}]}
+
+
+class _RunCandidateKeys(TypedDict):
+    passed: bool | int     # true/false (0/1 in older rows)
+    weight: int            # 1 + the identical samples folded into it
+
+
+class RunCandidate(_RunCandidateKeys, total=False):
+    value: float | None
+    verdict: str
+    tokens: int            # how many
+    finish: str
+    mean_logprob: float | None
+
+
+class _RunKeys(TypedDict):
+    problem_id: str
+    strategy: str
+    passed: bool | int
+    stats: RunStats
+    candidates: list[RunCandidate]
+
+
+class RunRow(_RunKeys, total=False):
+    """One line of runs/<strategy>.jsonl (all but sample: SampleRow): the chosen program's verdict,
+    the decode's costs, and the candidates it ranked."""
+    verdict: str
+    value: float | None
 
 
 def wilson(successes, n, z=1.96):
@@ -55,7 +82,7 @@ def bootstrap(per_problem, stat, resamples=2000, seed=0):
     return (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
 
 
-def judged_row(problem, result, verdicts):
+def judged_row(problem, result, verdicts) -> RunRow:
     """One stored row: the chosen program's verdict and, per candidate, its value, verdict and
     weight (1 + identical samples folded into it), so the sample metrics can be read back."""
     chosen = next(v for c, v in zip(result.candidates, verdicts) if c.program == result.program)
@@ -66,7 +93,7 @@ def judged_row(problem, result, verdicts):
                            for c, v in zip(result.candidates, verdicts)]}
 
 
-def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
+def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32) -> Iterator[SampleRow]:
     """best_of_k's k samples of each problem, all judged, with what any ranker needs to pick later;
     yields one row per problem as it finishes. Several problems share one batch (up to max_rows
     rows) where the policy can (HFPolicy.sample_many); each row's wall time is the time since the
@@ -88,19 +115,21 @@ def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
         problem, prompt = problems[i], prompts[i]
         cands = [to_candidate(problem, c) for c in completions]
         verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
-        yield {"problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
-               "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-               "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
-                         "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
-                         "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
-               "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
-                               "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
-                               "verdict": v.verdict, "value": None, "weight": 1}
-                              for c, v in zip(cands, verdicts)]}
+        row: SampleRow = {
+            "problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
+            "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+            "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
+                      "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
+                      "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
+            "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
+                            "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
+                            "verdict": v.verdict, "value": None, "weight": 1}
+                           for c, v in zip(cands, verdicts)]}
+        yield row
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 
-def rank_samples(value, row):
+def rank_samples(value, row: SampleRow) -> RunRow:
     """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
     once, their weight counting the copies; the highest value at the last token wins, ties to the
     earlier sample). Cost = the samples' plus the value pass."""
@@ -134,7 +163,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
     store = RowStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
     done = store.done_ids()
     if strategy in ("sample", "best_of_k"):
-        samples = store if strategy == "sample" else RowStore(runs, "sample.jsonl", writer=True, fields=SAMPLE_FIELDS)
+        samples = store if strategy == "sample" else RowStore(runs, "sample.jsonl", writer=True, fields=SampleRow)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
         for row in sample_rows(policy, todo, cfg, timeout, max_rows):
@@ -365,7 +394,7 @@ def plot(summary, path):
 
 
 def fields_of(strategy):
-    return SAMPLE_FIELDS if strategy == "sample" else RUN_FIELDS
+    return SampleRow if strategy == "sample" else RunRow
 
 
 def load_runs(out_dir, skip_bad=False):

@@ -1,5 +1,5 @@
-"""Files that survive being killed at any point: append-only JSONL row files and whole files
-written atomically.
+"""Files that survive being killed at any point: append-only JSONL row files, checked against their
+typed records (TypedDicts) when read, and whole files written atomically.
 
 A row file is appended with one write per row, fsynced before the next row counts as done. A run
 killed mid-write can leave a torn last line: the bytes after the last newline. Only a writer
@@ -11,43 +11,94 @@ alike, unless a reader asks to skip (and count) such lines.
 No forkcode imports: every layer may use it.
 """
 
+import functools
 import json
 import os
 import shutil
+import types
+import typing
 from contextlib import contextmanager
 
 from common.cli import ForkcodeError
 
+# --- rows checked against their typed record ------------------------------------------------------
+# A row file's rows are described by a TypedDict next to their writer (datagen.tree.TreeRow, ...):
+# the keys of its required part are what readers rely on, and a row without one of them (or with
+# one of another type) is a bad line like one that is not JSON. The keys of its `total=False` part
+# are what writers add besides: documentation, not checked.
 
-def schema_error(row, fields, where="row"):
-    """None if `row` has every field of `fields` with its type, else what is wrong."""
-    if not isinstance(row, dict):
-        return f"{where} must be a JSON object"
-    for name, kind in fields.items():
-        if name not in row:
-            return f"{where} lacks {name!r}"
-        problem = _value_error(row[name], kind, name)
-        if problem:
-            return problem
-    return None
+# Annotated[list[X], SHALLOW]: readers check that the value is a list, not each element (token and
+# log-prob lists are long, and their elements are the writer's business).
+SHALLOW = "shallow"
 
 
-def _value_error(value, kind, name):
-    if isinstance(kind, dict):
-        return schema_error(value, kind, name)
-    if isinstance(kind, list):
-        if not isinstance(value, list):
-            return f"{name} must be a list"
-        return next((e for e in (_value_error(v, kind[0], f"{name}[{i}]") for i, v in enumerate(value)) if e), None)
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        return f"{name} must be {_type_name(kind)}"  # JSON true is not a number here
-    return None if isinstance(value, kind) else f"{name} must be {_type_name(kind)}"
+class KeyedRow(typing.TypedDict):
+    """What every row of a RowStore has: the key a resumed run skips done rows by."""
+    problem_id: str
 
 
-def _type_name(kind):
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"str": "text", "int": "an integer", "float": "a number", "list": "a list",
-                        "bool": "true/false"}.get(k.__name__, k.__name__) for k in kinds)
+def schema_error(row, record, where="row"):
+    """None if `row` has every required key of the TypedDict `record`, each of its type, else what
+    is wrong. Types: str, int and bool (JSON true is not an integer, nor a number), float (any JSON
+    number), None, unions of them, dict, list[X] (each element an X unless Annotated SHALLOW) and
+    nested TypedDicts."""
+    return _checker(record)(row, where)
+
+
+@functools.cache
+def _checker(kind):
+    """A function (value, name) -> None or what is wrong, for values of type `kind` (built once)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated:
+        if SHALLOW in args[1:]:
+            return _checker(typing.get_origin(args[0]) or args[0])
+        return _checker(args[0])
+    if typing.is_typeddict(kind):
+        hints = typing.get_type_hints(kind, include_extras=True)
+        fields = [(name, _checker(hints[name])) for name in hints if name in kind.__required_keys__]
+
+        def check_record(value, name):
+            if not isinstance(value, dict):
+                return f"{name} must be a JSON object"
+            for key, check in fields:
+                if key not in value:
+                    return f"{name} lacks {key!r}"
+                problem = check(value[key], key)
+                if problem:
+                    return problem
+            return None
+        return check_record
+    if origin is list:
+        element = _checker(args[0]) if args and args[0] is not typing.Any else None
+
+        def check_list(value, name):
+            if not isinstance(value, list):
+                return f"{name} must be a list"
+            if element is not None:
+                for i, v in enumerate(value):
+                    problem = element(v, f"{name}[{i}]")
+                    if problem:
+                        return problem
+            return None
+        return check_list
+    kinds = typing.get_args(kind) if origin in (typing.Union, types.UnionType) else (kind,)
+    runtime = tuple(typing.get_origin(k) or k for k in kinds if k is not bool)
+    if float in runtime:
+        runtime += (int,)  # a float field holds any JSON number
+    takes_bool = bool in kinds
+    expected = " or ".join(_TYPE_NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k))) for k in kinds)
+
+    def check_value(value, name):
+        if isinstance(value, bool):  # JSON true is not a number here
+            ok = takes_bool
+        else:
+            ok = isinstance(value, runtime)
+        return None if ok else f"{name} must be {expected}"
+    return check_value
+
+
+_TYPE_NAMES = {str: "text", int: "an integer", float: "a number", list: "a list", bool: "true/false",
+               dict: "a JSON object", type(None): "null"}
 
 
 class StoreError(ForkcodeError, ValueError):
@@ -56,12 +107,12 @@ class StoreError(ForkcodeError, ValueError):
 
 class RowStore:
     """One append-only JSONL file of rows keyed by `problem_id` (datagen's trees, bench's runs), each
-    checked against `fields` when read."""
+    checked against the TypedDict `fields` when read."""
 
-    def __init__(self, out_dir, name, writer=False, fields=None):
+    def __init__(self, out_dir, name, writer=False, fields=KeyedRow):
         self.dir = out_dir
         self.path = os.path.join(out_dir, name)
-        self.fields = fields or {"problem_id": str}
+        self.fields = fields
         self.skipped = 0
         if writer:
             os.makedirs(out_dir, exist_ok=True)

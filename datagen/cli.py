@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
 from common.store import RowStore, write_json_atomic
-from datagen.export import export, tree_stats
-from datagen.store import SAMPLE_FIELDS, TREE_FIELDS, TREES
-from datagen.tree import TreeConfig, grow_tree, judge_tree
+from datagen.export import SampleRow, export, tree_stats
+from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, judge_tree
 from judge.problems import load_dataset, select_mbpp_splits
 from lm.options import add_model_options
 
@@ -26,7 +25,7 @@ def cmd_build(args):
     cfg = config_from_args(TreeConfig, args)
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
-    store = RowStore(args.out, TREES, writer=True, fields=TREE_FIELDS)
+    store = RowStore(args.out, TREES, writer=True, fields=TreeRow)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})
@@ -127,9 +126,9 @@ def _read(store, args):
 def _existing_store(path):
     """A datagen directory (trees.jsonl) or a `bench quality` directory (runs/sample.jsonl: judged samples)."""
     if os.path.exists(os.path.join(path, TREES)):
-        return RowStore(path, TREES, fields=TREE_FIELDS)
+        return RowStore(path, TREES, fields=TreeRow)
     if os.path.exists(os.path.join(path, "runs", "sample.jsonl")):
-        return RowStore(os.path.join(path, "runs"), "sample.jsonl", fields=SAMPLE_FIELDS)
+        return RowStore(os.path.join(path, "runs"), "sample.jsonl", fields=SampleRow)
     fail(f"no trees.jsonl (or runs/sample.jsonl) in {path}: run `datagen build --out {path}` first")
 
 

@@ -8,8 +8,10 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Annotated, TypedDict
 
 from common.cli import ConfigError, option
+from common.store import SHALLOW
 from judge import ProblemError, judge, judge_many
 from judge.compare import MODES
 from lm.policy import SamplingParams, vocab_fingerprint
@@ -25,6 +27,95 @@ from lm.prompts import (
 )
 
 TRUNK_MODES = ("sample", "reference", "auto")
+TREES = "trees.jsonl"  # a build directory's tree file: one TreeRow per line (common.store.RowStore)
+Tokens = Annotated[list[int], SHALLOW]  # token ids; readers check only that it is a list
+LogProbs = Annotated[list[float], SHALLOW]
+
+
+# --- the stored tree: what grow_tree and judge_tree write, and what stats and export read. Each
+# record's first part holds the keys readers rely on (checked on every read, common.store); its
+# total=False part the keys written besides.
+
+class _TrunkKeys(TypedDict):
+    tokens: Tokens
+    verdict: str
+
+
+class Trunk(_TrunkKeys, total=False):
+    source: str            # "sample" or "reference"
+    attempts: int          # sampled trunks tried
+    logprobs: LogProbs
+    text: str
+    program: str
+    passed: int
+    total: int
+    finish_reason: str
+
+
+class Attempt(TypedDict, total=False):
+    """A sampled trunk attempt that was not kept (a training example of its own)."""
+    tokens: Tokens
+    logprobs: LogProbs
+    text: str
+    program: str
+    verdict: str
+    passed: int
+    total: int
+    finish_reason: str
+
+
+class Fork(TypedDict, total=False):
+    index: int             # position in the trunk's tokens
+    token: int
+    logprob: float
+    rollouts: list[int]    # indices into the tree's rollouts
+    value: float | None    # fraction of those rollouts that pass (judge_tree)
+
+
+class _RolloutKeys(TypedDict):
+    id: int
+    tokens: Tokens         # the tokens after the shared prefix
+    verdict: str
+    prefix_len: int        # trunk tokens before the fork
+    fork: int
+
+
+class Rollout(_RolloutKeys, total=False):
+    logprobs: LogProbs
+    finish_reason: str
+    text: str              # the whole response: prefix + tokens
+    program: str
+    passed: int
+    total: int
+
+
+class _TreeStatsKeys(TypedDict):
+    generated_tokens: int
+    forward_tokens: int
+
+
+class TreeStats(_TreeStatsKeys, total=False):
+    trunk_seconds: float
+    fork_seconds: float
+    judge_seconds: float
+
+
+class _TreeKeys(TypedDict):
+    problem_id: str
+    prompt_tokens: Tokens
+    prompt_text: str
+    settings: dict         # the policy, its tokenizer's fingerprint and the TreeConfig fields
+    trunk: Trunk
+    forks: Annotated[list[Fork], SHALLOW]
+    rollouts: list[Rollout]
+    stats: TreeStats
+
+
+class TreeRow(_TreeKeys, total=False):
+    """One line of trees.jsonl: a judged rollout tree."""
+    source: str
+    kind: str
+    rejected_attempts: list[Attempt]
 
 
 @dataclass
@@ -78,7 +169,7 @@ def _judge_one(problem, text, cfg):
     return program, v
 
 
-def grow_tree(policy, problem, cfg, problem_seed=0):
+def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
     """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree."""
     t0 = time.perf_counter()
     before = policy.stats.snapshot()
@@ -133,7 +224,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
         forks.append({"index": i, "token": trunk["tokens"][i], "logprob": trunk["logprobs"][i],
                       "rollouts": ids})
     after = policy.stats
-    return {
+    tree: TreeRow = {
         "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
         "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
         "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
@@ -143,9 +234,10 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
                   "trunk_seconds": round(t_trunk - t0, 3),
                   "fork_seconds": round(time.perf_counter() - t_trunk, 3)},
     }
+    return tree
 
 
-def judge_tree(tree, problem, cfg):
+def judge_tree(tree: TreeRow, problem, cfg) -> TreeRow:
     """Judge every fork rollout (a batch on the sandbox pool); fill verdicts and fork values."""
     t0 = time.perf_counter()
     programs = [build_program(problem, extract_code(r["text"])) for r in tree["rollouts"]]

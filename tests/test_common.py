@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import re
 
 import pytest
 
@@ -100,3 +101,42 @@ def test_the_commands_defaults_are_the_config_defaults(monkeypatch):
     datagen.cli.main(["build", "--dataset", "d", "--out", "o"])
     assert captured["cfg"] == TreeConfig()
 
+
+def test_rows_are_checked_against_the_required_part_of_their_typed_record():
+    from typing import Annotated, TypedDict
+
+    from common.store import SHALLOW, schema_error
+
+    class _InnerKeys(TypedDict):
+        total: float
+
+    class Inner(_InnerKeys, total=False):
+        note: str              # optional: not checked
+
+    class _RowKeys(TypedDict):
+        problem_id: str
+        passed: bool | int
+        label: int
+        tokens: list[int]
+        logprobs: Annotated[list[float], SHALLOW]
+        inner: Inner
+        items: list[Inner]
+
+    class Row(_RowKeys, total=False):
+        extra: int
+
+    good = {"problem_id": "p", "passed": True, "label": 1, "tokens": [1, 2], "logprobs": [-1, "x"],
+            "inner": {"total": 3}, "items": [{"total": 0.5, "note": 7}], "extra": "not checked"}
+    assert schema_error(good, Row) is None  # a float takes an int; SHALLOW and optional keys are not looked into
+    assert schema_error({**good, "passed": 0}, Row) is None
+    for change, message in ((dict(label=True), "label must be an integer"),  # JSON true is not a number
+                            (dict(inner={"total": True}), "total must be a number"),
+                            (dict(passed="yes"), "passed must be true/false or an integer"),
+                            (dict(tokens=[1, True]), r"tokens\[1\] must be an integer"),
+                            (dict(logprobs={}), "logprobs must be a list"),
+                            (dict(inner=[]), "inner must be a JSON object"),
+                            (dict(items=[{}]), r"items\[0\] lacks 'total'"),
+                            (dict(problem_id=None), "problem_id must be text")):
+        assert re.fullmatch(message, schema_error({**good, **change}, Row)), change
+    assert schema_error({k: v for k, v in good.items() if k != "label"}, Row) == "row lacks 'label'"
+    assert schema_error([good], Row) == "row must be a JSON object"

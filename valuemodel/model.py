@@ -11,6 +11,7 @@ import math
 import os
 import warnings
 from contextlib import contextmanager
+from typing import TypedDict
 
 import torch
 
@@ -20,8 +21,28 @@ from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, r
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
-CONFIG_FIELDS = {"base": str, "last_layers": int,
-                 "base_signature": {"shape": dict, "vocab": str, "embedding_probe": [(int, float)]}}
+
+
+class BaseSignature(TypedDict):
+    """What a delta must match in its base (base_signature)."""
+    shape: dict            # the SHAPE_KEYS of the base's config
+    vocab: str             # the tokenizer's fingerprint
+    embedding_probe: list[float]
+
+
+class _ValueConfigKeys(TypedDict):
+    base: str
+    last_layers: int
+    base_signature: BaseSignature
+
+
+class ValueConfig(_ValueConfigKeys, total=False):
+    """A value checkpoint's value_config.json (ValueModel.save writes it, read_checkpoint_config
+    checks it): the base it is a delta on, and how its values are read."""
+    trunk_layers: int | None
+    aggregate: str
+    model_type: str
+    train: dict            # how it was trained (valuemodel.train)
 
 
 # How a finished program's value is read from its per-token values: the last token's (the paper's),
@@ -85,7 +106,7 @@ def trainable_names(model, last_layers):
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
-def base_signature(model, tokenizer):
+def base_signature(model, tokenizer) -> BaseSignature:
     """What a delta must match in its base: the architecture and vocabulary exactly, and the weights
     through a probe of 256 input-embedding values (rows spread over the vocabulary), compared with a
     tolerance so that the same model in another dtype or quantization (the hub's bf16 weights or a
@@ -133,7 +154,7 @@ def read_checkpoint_config(path):
     if "base_signature" not in cfg:
         raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                               "(made by an older forkcode, or not a forkcode checkpoint)")
-    problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
+    problem = schema_error(cfg, ValueConfig, DELTA_CONFIG)
     if problem:
         raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
     trunk = cfg.get("trunk_layers")
@@ -287,9 +308,9 @@ class ValueModel:
                  for n in trainable_names(self.model, self.last_layers)}
         with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:
             save_file(delta, tmp)
-        cfg = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
-               "aggregate": self.aggregate, "base_signature": self.signature,
-               "model_type": self.model.config.model_type, **(extra or {})}
+        cfg: ValueConfig = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
+                            "aggregate": self.aggregate, "base_signature": self.signature,
+                            "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 
     # -- scoring --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import torch
 
 from common.cli import ConfigError
 from common.store import StoreError, atomic_path, read_jsonl
-from datagen.store import EXAMPLE_FIELDS
+from datagen.export import ExampleRow
 from lm.policy import vocab_fingerprint
 from valuemodel.model import head_module
 
@@ -55,7 +55,7 @@ class TrainConfig:
 
 def read_rows(path):
     """An export's rows (datagen export), each checked for the fields training reads."""
-    return read_jsonl(path, EXAMPLE_FIELDS)
+    return read_jsonl(path, ExampleRow)
 
 
 def encode_row(row, tokenizer, fingerprint, base_name):
