@@ -8,7 +8,7 @@ duplicated); readers ignore those bytes (an append may be under way) and never m
 Any complete line that is not a row is an error naming the file and line, for writers and readers
 alike, unless a reader asks to skip (and count) such lines.
 
-No forkcode imports: every layer may use it.
+It imports nothing of forkcode outside common: every layer may use it.
 """
 
 import functools

@@ -6,6 +6,6 @@ safetensors copy); `lm.vllm_policy`: the vLLM backend; `lm.prompts`: prompts and
 `lm.options`: the model options of every command that loads a policy (no torch import, so --help
 stays light).
 
-Imports only common and judge (layers, bottom to top: common, judge, lm, datagen, valuemodel,
+May import only common and judge (layers, bottom to top: common, judge, lm, datagen, valuemodel,
 engine, bench). Importing the package itself loads nothing heavy: torch comes with lm.policy.
 """
