@@ -11,9 +11,10 @@ import os
 from dataclasses import asdict, replace
 
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
-from judge.cli import OneLineParser, dispatch
+from common.cli import ConfigError, OneLineParser, config_from_args, dispatch
+from common.store import StoreError, read_json
+from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
-from judge.sandbox import SandboxError
 
 
 def _settings(args, cfg):
@@ -27,24 +28,23 @@ def cmd_quality(args):
     from rich.console import Console
     from rich.progress import Progress
 
-    from datagen.store import write_json_atomic
-    from engine.cli import NEEDS_VALUE, config_from_args, load_models
+    from common.store import write_json_atomic
+    from engine.cli import NEEDS_VALUE, load_models
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
-        raise ValueError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+        raise ConfigError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
     problems = [p for p in select_mbpp_splits(load_dataset(args.dataset), args.split) if p.num_tests]
     if args.limit:
         problems = problems[: args.limit]
     if not problems:
         raise ProblemError(f"{args.dataset} has no problems with tests")
     os.makedirs(args.out, exist_ok=True)
-    cfg = config_from_args(args, strategies[0])
+    cfg = config_from_args(DecodeConfig, args, strategy=strategies[0])
     settings = _settings(args, cfg)
     path = os.path.join(args.out, SETTINGS)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_json(path, "settings")
         free = ("limit", "value")  # the value model only matters to the runs it ranked or guided
 
         def same(s):  # one dataset file under two spellings of its path is the same dataset
@@ -54,10 +54,10 @@ def cmd_quality(args):
             return {**s, "decode": decode,
                     "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
         if same(old) != same(settings):
-            raise ValueError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
+            raise ConfigError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
         if old.get("value") != settings["value"] and guided:
-            raise ValueError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
+            raise ConfigError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
                              "use a new --out (its runs/sample.jsonl can be copied there and reused)")
     write_json_atomic(path, settings)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
@@ -93,7 +93,7 @@ def report(out_dir, console, as_json, skip_bad=False):
 def cmd_report(args):
     from rich.console import Console
     if not os.path.exists(os.path.join(args.dir, SETTINGS)):
-        raise ValueError(f"{args.dir} is not a `bench quality` directory (no {SETTINGS})")
+        raise StoreError(f"{args.dir} is not a `bench quality` directory (no {SETTINGS})")
     report(args.dir, Console(stderr=True), args.json, args.skip_bad)
 
 
@@ -116,9 +116,7 @@ def main(argv=None):
     r.add_argument("--skip-bad", action="store_true", help="skip lines of the run files that are not rows")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
-    from engine.policy import ModelError
-    dispatch("bench", {"quality": cmd_quality, "report": cmd_report}, args,
-             (ProblemError, SandboxError, ModelError, ValueError))
+    dispatch("bench", {"quality": cmd_quality, "report": cmd_report}, args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from collections import defaultdict
 
 import torch
 
+from common.store import atomic_path
 from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
 
 
@@ -35,7 +36,7 @@ from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
 def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
     from transformers import DynamicCache
 
-    from engine.policy import vocab_fingerprint
+    from lm.policy import vocab_fingerprint
     from valuemodel.model import ValueModel, decoder_layers
     vm = ValueModel.from_base(base, last_layers=0)
     feats = make_features(read_rows(data), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, 1024)
@@ -102,7 +103,7 @@ def lm_head_weight(base, vm):
 
     from safetensors import safe_open
 
-    from engine.policy import resolve_model
+    from lm.policy import resolve_model
     location = resolve_model(base)
     for path in glob.glob(os.path.join(location, "*.safetensors")) if os.path.isdir(location) else []:
         with safe_open(path, "pt") as f:
@@ -112,9 +113,8 @@ def lm_head_weight(base, vm):
 
 
 def _save(obj, path):
-    tmp = path + f".tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # Per-row scalars extract keeps beside the pooled states, which `cv --add` appends to a layer's features.

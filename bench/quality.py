@@ -16,12 +16,43 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from typing import TypedDict
 
-from datagen.store import RUN_FIELDS, SAMPLE_FIELDS, TreeStore, write_json_atomic
+from common.store import RowStore, StoreError, read_json, write_json_atomic, write_text_atomic
+from datagen.export import RunStats, SampleRow
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
 STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 SETTINGS = "settings.json"
+
+
+class _RunCandidateKeys(TypedDict):
+    passed: bool | int     # true/false (0/1 in older rows)
+    weight: int            # 1 + the identical samples folded into it
+
+
+class RunCandidate(_RunCandidateKeys, total=False):
+    value: float | None
+    verdict: str
+    tokens: int            # how many
+    finish: str
+    mean_logprob: float | None
+
+
+class _RunKeys(TypedDict):
+    problem_id: str
+    strategy: str
+    passed: bool | int
+    stats: RunStats
+    candidates: list[RunCandidate]
+
+
+class RunRow(_RunKeys, total=False):
+    """One line of runs/<strategy>.jsonl (all but sample: SampleRow): the chosen program's verdict,
+    the decode's costs, and the candidates it ranked."""
+    verdict: str
+    value: float | None
 
 
 def wilson(successes, n, z=1.96):
@@ -51,7 +82,7 @@ def bootstrap(per_problem, stat, resamples=2000, seed=0):
     return (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
 
 
-def judged_row(problem, result, verdicts):
+def judged_row(problem, result, verdicts) -> RunRow:
     """One stored row: the chosen program's verdict and, per candidate, its value, verdict and
     weight (1 + identical samples folded into it), so the sample metrics can be read back."""
     chosen = next(v for c, v in zip(result.candidates, verdicts) if c.program == result.program)
@@ -62,15 +93,15 @@ def judged_row(problem, result, verdicts):
                            for c, v in zip(result.candidates, verdicts)]}
 
 
-def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
+def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32) -> Iterator[SampleRow]:
     """best_of_k's k samples of each problem, all judged, with what any ranker needs to pick later;
     yields one row per problem as it finishes. Several problems share one batch (up to max_rows
     rows) where the policy can (HFPolicy.sample_many); each row's wall time is the time since the
     previous row, so the rows add up to the run's wall time."""
     from engine.best_of_k import candidate_params, to_candidate
-    from engine.policy import vocab_fingerprint
-    from engine.prompts import messages
     from judge import judge_many
+    from lm.policy import vocab_fingerprint
+    from lm.prompts import messages
     prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
     requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
     if hasattr(policy, "sample_many"):
@@ -84,19 +115,21 @@ def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32):
         problem, prompt = problems[i], prompts[i]
         cands = [to_candidate(problem, c) for c in completions]
         verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
-        yield {"problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
-               "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-               "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
-                         "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
-                         "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
-               "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
-                               "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
-                               "verdict": v.verdict, "value": None, "weight": 1}
-                              for c, v in zip(cands, verdicts)]}
+        row: SampleRow = {
+            "problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
+            "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+            "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
+                      "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
+                      "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
+            "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
+                            "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
+                            "verdict": v.verdict, "value": None, "weight": 1}
+                           for c, v in zip(cands, verdicts)]}
+        yield row
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 
-def rank_samples(value, row):
+def rank_samples(value, row: SampleRow) -> RunRow:
     """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
     once, their weight counting the copies; the highest value at the last token wins, ties to the
     earlier sample). Cost = the samples' plus the value pass."""
@@ -127,10 +160,10 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
     the problems that have none yet (many problems in one batch)."""
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
-    store = TreeStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
+    store = RowStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
     done = store.done_ids()
     if strategy in ("sample", "best_of_k"):
-        samples = store if strategy == "sample" else TreeStore(runs, "sample.jsonl", writer=True, fields=SAMPLE_FIELDS)
+        samples = store if strategy == "sample" else RowStore(runs, "sample.jsonl", writer=True, fields=SampleRow)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
         for row in sample_rows(policy, todo, cfg, timeout, max_rows):
@@ -138,7 +171,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
             if progress and strategy == "sample":
                 progress()
         if strategy == "best_of_k":
-            rows = {r["problem_id"]: r for r in samples.trees()}
+            rows = {r["problem_id"]: r for r in samples.rows()}
             for problem in problems:
                 if problem.id not in done:
                     store.append(rank_samples(value, rows[problem.id]))
@@ -147,7 +180,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
         elif progress:
             for _ in range(len(problems) - len(todo)):
                 progress()
-        return store.trees()
+        return store.rows()
     from engine.cli import decode_all
     todo = [p for p in problems if p.id not in done]
     if progress:
@@ -160,7 +193,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
         store.append(judged_row(problem, result, verdicts))
         if progress:
             progress()
-    return store.trees()
+    return store.rows()
 
 
 def _expanded(row):
@@ -361,29 +394,25 @@ def plot(summary, path):
 
 
 def fields_of(strategy):
-    return SAMPLE_FIELDS if strategy == "sample" else RUN_FIELDS
+    return SampleRow if strategy == "sample" else RunRow
 
 
 def load_runs(out_dir, skip_bad=False):
     rows = {}
     for strategy in STRATEGIES:
-        store = TreeStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl", fields=fields_of(strategy))
+        store = RowStore(os.path.join(out_dir, "runs"), f"{strategy}.jsonl", fields=fields_of(strategy))
         if os.path.exists(store.path):
-            rows[strategy] = store.trees(skip_bad=skip_bad)
+            rows[strategy] = store.rows(skip_bad=skip_bad)
     return rows
 
 
 def write_report(out_dir, skip_bad=False):
-    with open(os.path.join(out_dir, SETTINGS), encoding="utf-8") as f:
-        settings = json.load(f)
+    settings = read_json(os.path.join(out_dir, SETTINGS), "settings")
     rows = load_runs(out_dir, skip_bad)
     if not rows:
-        raise ValueError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
+        raise StoreError(f"{out_dir} has no runs yet (runs/<strategy>.jsonl)")
     summary = summarize(rows)
     write_json_atomic(os.path.join(out_dir, "summary.json"), {"settings": settings, **summary})
-    tmp = os.path.join(out_dir, "report.md.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(markdown(summary, settings))
-    os.replace(tmp, os.path.join(out_dir, "report.md"))
+    write_text_atomic(os.path.join(out_dir, "report.md"), markdown(summary, settings))
     summary["plot"] = plot(summary, os.path.join(out_dir, "pass_vs_tokens.png"))
     return summary

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from datagen.tree import select_forks
-from engine.policy import HFPolicy, SamplingParams
-from engine.prompts import messages, reference_response
 from judge import load_problem
+from lm.policy import HFPolicy, SamplingParams
+from lm.prompts import messages, reference_response
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
 F = K = 6

@@ -24,7 +24,7 @@ K = 8
 @pytest.fixture(scope="module")
 def models():
     from engine.cli import DEFAULT_VALUE
-    from engine.policy import HFPolicy
+    from lm.policy import HFPolicy
     from valuemodel.model import ValueModel
     path = os.environ.get("FORKCODE_BENCH_VALUE") or (DEFAULT_VALUE if os.path.isdir(DEFAULT_VALUE) else None)
     value = ValueModel.load(path) if path else ValueModel.from_base("smollm2", last_layers=2)

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from engine.policy import HFPolicy, SamplingParams, cpu_has_native_bf16
+from lm.policy import HFPolicy, SamplingParams, cpu_has_native_bf16
 
 POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
 ROWS, STEPS = 8, 64

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from engine import batch
 from engine.batch import RowsValue
 from engine.beam import beam
 from engine.best_of_k import best_of_k
@@ -26,7 +27,7 @@ K = 8
 
 @pytest.fixture(scope="module")
 def models():
-    from engine.policy import HFPolicy
+    from lm.policy import HFPolicy
     from valuemodel.model import ValueModel
     return HFPolicy(POLICY), ValueModel.from_base(POLICY, last_layers=0), load_problem(EXAMPLE)
 
@@ -47,11 +48,9 @@ def test_search_throughput_and_value_cost(benchmark, models):
     t = tree(policy, value, problem, tree_cfg)
     s = beam(policy, value, problem, cfg)
     assert value.shares_trunk_with(policy)
-    value.value_track = lambda _policy: RowsValue(value)  # the same head, through its own forward
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # the same head, through its own forward
+        mp.setattr(batch, "value_track", lambda _policy, vm: RowsValue(vm))
         t_separate = tree(policy, value, problem, tree_cfg)
-    finally:
-        del value.value_track
     rows = [("best_of_k", b), ("tree", t), ("beam", s)]
     print(f"\n{POLICY}, k={K}: policy tokens/s")
     for name, r in rows:

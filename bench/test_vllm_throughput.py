@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see the README's vLLM section)")
 
 from datagen.tree import TreeConfig, grow_tree
-from engine.policy import HFPolicy, SamplingParams, load_policy
-from engine.prompts import messages
 from judge import load_problem
+from lm.policy import HFPolicy, SamplingParams, load_policy
+from lm.prompts import messages
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
 

@@ -6,13 +6,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from datagen.export import export, tree_stats
-from datagen.store import SAMPLE_FIELDS, TREE_FIELDS, TreeStore, write_json_atomic
-from datagen.tree import TRUNK_MODES, TreeConfig, grow_tree, judge_tree
-from engine.cli import DTYPE_HELP, add_backend_options, add_prompt_option
-from judge.cli import OneLineParser, die, dispatch
-from judge.problems import ProblemError, load_dataset, select_mbpp_splits
-from judge.sandbox import SandboxError
+from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
+from common.store import RowStore, write_json_atomic
+from datagen.export import SampleRow, export, tree_stats
+from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, judge_tree
+from judge.problems import load_dataset, select_mbpp_splits
+from lm.options import add_model_options
 
 
 def fail(message):
@@ -22,14 +21,11 @@ def fail(message):
 def cmd_build(args):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from engine.policy import load_policy
-    cfg = TreeConfig(forks=args.forks, per_fork=args.per_fork, trunk=args.trunk, retries=args.retries,
-                     min_spacing=args.min_spacing, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                     timeout=args.timeout, mode=args.mode, prompt=args.prompt)
+    from lm.policy import load_policy
+    cfg = config_from_args(TreeConfig, args)
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
-    store = TreeStore(args.out, writer=True, fields=TREE_FIELDS)
+    store = RowStore(args.out, TREES, writer=True, fields=TreeRow)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})
@@ -71,7 +67,7 @@ def cmd_build(args):
             pending.result()
             bar.advance(task)
         bar.update(task, info=info())
-    stats = tree_stats(store.trees())
+    stats = tree_stats(store.rows())
     print(json.dumps({k: stats[k] for k in ("trees", "rollouts", "pass_rate", "trunks", "generated_tokens")})
           if args.json else f"{stats['trees']} trees, {stats['rollouts']} rollouts, pass rate "
           f"{stats['pass_rate']}, trunks {stats['trunks']} -> {store.path}")
@@ -121,7 +117,7 @@ def cmd_export(args):
 
 
 def _read(store, args):
-    rows = store.trees(skip_bad=args.skip_bad)
+    rows = store.rows(skip_bad=args.skip_bad)
     if store.skipped:
         print(f"datagen: skipped {store.skipped} bad lines of {store.path}", file=sys.stderr)
     return rows
@@ -129,10 +125,10 @@ def _read(store, args):
 
 def _existing_store(path):
     """A datagen directory (trees.jsonl) or a `bench quality` directory (runs/sample.jsonl: judged samples)."""
-    if os.path.exists(os.path.join(path, "trees.jsonl")):
-        return TreeStore(path, fields=TREE_FIELDS)
+    if os.path.exists(os.path.join(path, TREES)):
+        return RowStore(path, TREES, fields=TreeRow)
     if os.path.exists(os.path.join(path, "runs", "sample.jsonl")):
-        return TreeStore(os.path.join(path, "runs"), "sample.jsonl", fields=SAMPLE_FIELDS)
+        return RowStore(os.path.join(path, "runs"), "sample.jsonl", fields=SampleRow)
     fail(f"no trees.jsonl (or runs/sample.jsonl) in {path}: run `datagen build --out {path}` first")
 
 
@@ -141,26 +137,11 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     b = sub.add_parser("build", help="sample, fork and judge rollout trees (resumable)")
     b.add_argument("--dataset", required=True, help="humaneval, a JSON/JSONL/Parquet file, an APPS directory or a hub name")
-    b.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
     b.add_argument("--out", required=True, help="output directory (trees.jsonl; reruns resume)")
-    b.add_argument("--forks", type=int, default=6, help="F: forking tokens per trunk (default 6)")
-    b.add_argument("--per-fork", type=int, default=6, help="K: rollouts per fork (default 6)")
-    b.add_argument("--trunk", choices=TRUNK_MODES, default="auto",
-                   help="sample (the paper), reference (teacher-forced reference), auto (sample, else reference)")
-    b.add_argument("--retries", type=int, default=3, help="R: sampled trunks tried to find a passing one")
-    b.add_argument("--min-spacing", type=int, default=1, help="minimum tokens between fork positions")
+    add_config_options(b, TreeConfig, exclude=("stop_after_code",))
     b.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. train,test, or -validation for all but it)")
     b.add_argument("--limit", type=int, default=0, help="only the first N problems")
-    b.add_argument("--max-new-tokens", type=int, default=512)
-    b.add_argument("--temperature", type=float, default=1.0)
-    b.add_argument("--top-p", type=float, default=1.0)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
-    b.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict")
-    add_prompt_option(b)
-    b.add_argument("--dtype", default="auto", help=DTYPE_HELP)
-    b.add_argument("--device", default="auto")
-    add_backend_options(b)
+    add_model_options(b)
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
     s.add_argument("dir")
@@ -175,9 +156,8 @@ def main(argv=None):
     e.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     e.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from engine.policy import ModelError
     dispatch("datagen", {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}, args,
-             (ProblemError, SandboxError, ModelError, ValueError))
+             interrupted="interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

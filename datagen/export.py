@@ -1,12 +1,88 @@
 """From judged trees to a per-token training set, split by problem; and tree statistics."""
 
-import json
 import os
 import random
 from collections import defaultdict
+from typing import TypedDict
 
-from datagen.store import write_json_atomic
-from datagen.tree import examples
+from common.store import write_json_atomic, write_jsonl_atomic
+from datagen.tree import Tokens, TreeRow, examples
+
+
+class _ExampleKeys(TypedDict):
+    problem_id: str
+    example_id: str        # "trunk", "a<i>" (a rejected trunk attempt), "r<i>" (a rollout), "s<i>" (a sample)
+    label: int             # 1: the program passes
+    prompt_tokens: list[int]
+    response_tokens: list[int]
+    label_start: int       # the per-token target covers response_tokens[label_start:]
+
+
+class ExampleRow(_ExampleKeys, total=False):
+    """One line of an export (train.jsonl, test.jsonl, test_balanced.jsonl): a per-token training
+    example; valuemodel reads it (valuemodel.train.read_rows)."""
+    policy: str
+    tokenizer: str | None  # the policy's vocabulary fingerprint: token ids reused when it matches
+    prompt_text: str
+    response_text: str
+    trunk_source: str
+    label_prefix_text: str  # the response text before label_start, when known (else estimated)
+    oversampled: bool      # a copy added by --balanced
+
+
+# --- a `bench quality` sample row (runs/sample.jsonl): written by bench.quality.sample_rows, and
+# defined here because export reads it as training data and datagen sits below bench.
+
+class _WallKeys(TypedDict):
+    total: float
+
+
+class WallTimes(_WallKeys, total=False):
+    sample: float
+    value: float
+
+
+class _RunStatsKeys(TypedDict):
+    policy_tokens: int
+    value_tokens: int
+    wall_s: WallTimes
+
+
+class RunStats(_RunStatsKeys, total=False):
+    """A decode's costs (engine.result.Stats); searches add their own counts (steps, branches, ...)."""
+    policy_forward_tokens: int
+    unique_programs: int
+
+
+class _SampleCandidateKeys(TypedDict):
+    program: str
+    text: str
+    tokens: Tokens
+    finish: str
+    passed: bool | int     # true/false (0/1 in older rows)
+    verdict: str
+    weight: int
+    mean_logprob: float
+
+
+class SampleCandidate(_SampleCandidateKeys, total=False):
+    value: float | None
+
+
+class _SampleKeys(TypedDict):
+    problem_id: str
+    strategy: str          # "sample"
+    policy: str
+    prompt_tokens: Tokens
+    prompt_text: str
+    stats: RunStats
+    candidates: list[SampleCandidate]
+
+
+class SampleRow(_SampleKeys, total=False):
+    """One line of a `bench quality` directory's runs/sample.jsonl: best_of_k's k samples of one
+    problem, every one judged."""
+    tokenizer: str
 
 
 def split_problems(problem_ids, test_fraction, seed):
@@ -42,14 +118,15 @@ def class_ratio(rows):
             "positive_fraction": round(pos / len(rows), 4) if rows else None}
 
 
-def sample_examples(row):
+def sample_examples(row: SampleRow):
     """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
     return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
              "response_text": c["text"], "trunk_source": "sample"} for i, c in enumerate(row["candidates"])]
 
 
-def to_rows(tree):
-    """Per-token training rows of a judged tree, or of a bench sample row (k judged samples)."""
+def to_rows(tree: TreeRow | SampleRow) -> list[ExampleRow]:
+    """Per-token training rows of a judged tree (datagen.tree.TreeRow), or of a bench sample row
+    (SampleRow: k judged samples)."""
     settings = tree.get("settings", tree)
     base = {"problem_id": tree["problem_id"], "policy": settings["policy"], "tokenizer": settings.get("tokenizer"),
             "prompt_tokens": tree["prompt_tokens"], "prompt_text": tree["prompt_text"]}
@@ -66,11 +143,7 @@ def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):
     files = {"train.jsonl": balance(train, seed) if balanced else train, "test.jsonl": test,
              "test_balanced.jsonl": balance(test, seed)}
     for name, part in files.items():
-        tmp = os.path.join(out_dir, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in part:
-                f.write(json.dumps(r, separators=(",", ":")) + "\n")
-        os.replace(tmp, os.path.join(out_dir, name))
+        write_jsonl_atomic(os.path.join(out_dir, name), part)
     stats = {"problems": {"train": len(train_ids), "test": len(test_ids)},
              "test_problem_ids": sorted(test_ids), "balanced_train": balanced, "seed": seed,
              "class_ratio": {"all": class_ratio(rows), "train": class_ratio(files["train.jsonl"]),

@@ -8,37 +8,141 @@ verdict), `judge_tree` judges the fork rollouts and fills in labels and fork val
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Annotated, TypedDict
 
-from engine.policy import SamplingParams, vocab_fingerprint
-from engine.prompts import DEFAULT_FRAMING, FRAMINGS, build_program, extract_code, messages, reference_response, stop_after_code
-from judge import judge, judge_many
+from common.cli import ConfigError, option
+from common.store import SHALLOW
+from judge import ProblemError, judge, judge_many
+from judge.compare import MODES
+from lm.policy import SamplingParams, vocab_fingerprint
+from lm.prompts import (
+    DEFAULT_FRAMING,
+    FRAMINGS,
+    PROMPT_OPTION,
+    build_program,
+    extract_code,
+    messages,
+    reference_response,
+    stop_after_code,
+)
 
 TRUNK_MODES = ("sample", "reference", "auto")
+TREES = "trees.jsonl"  # a build directory's tree file: one TreeRow per line (common.store.RowStore)
+Tokens = Annotated[list[int], SHALLOW]  # token ids; readers check only that it is a list
+LogProbs = Annotated[list[float], SHALLOW]
+
+
+# --- the stored tree: what grow_tree and judge_tree write, and what stats and export read. Each
+# record's first part holds the keys readers rely on (checked on every read, common.store); its
+# total=False part the keys written besides.
+
+class _TrunkKeys(TypedDict):
+    tokens: Tokens
+    verdict: str
+
+
+class Trunk(_TrunkKeys, total=False):
+    source: str            # "sample" or "reference"
+    attempts: int          # sampled trunks tried
+    logprobs: LogProbs
+    text: str
+    program: str
+    passed: int
+    total: int
+    finish_reason: str
+
+
+class Attempt(TypedDict, total=False):
+    """A sampled trunk attempt that was not kept (a training example of its own)."""
+    tokens: Tokens
+    logprobs: LogProbs
+    text: str
+    program: str
+    verdict: str
+    passed: int
+    total: int
+    finish_reason: str
+
+
+class Fork(TypedDict, total=False):
+    index: int             # position in the trunk's tokens
+    token: int
+    logprob: float
+    rollouts: list[int]    # indices into the tree's rollouts
+    value: float | None    # fraction of those rollouts that pass (judge_tree)
+
+
+class _RolloutKeys(TypedDict):
+    id: int
+    tokens: Tokens         # the tokens after the shared prefix
+    verdict: str
+    prefix_len: int        # trunk tokens before the fork
+    fork: int
+
+
+class Rollout(_RolloutKeys, total=False):
+    logprobs: LogProbs
+    finish_reason: str
+    text: str              # the whole response: prefix + tokens
+    program: str
+    passed: int
+    total: int
+
+
+class _TreeStatsKeys(TypedDict):
+    generated_tokens: int
+    forward_tokens: int
+
+
+class TreeStats(_TreeStatsKeys, total=False):
+    trunk_seconds: float
+    fork_seconds: float
+    judge_seconds: float
+
+
+class _TreeKeys(TypedDict):
+    problem_id: str
+    prompt_tokens: Tokens
+    prompt_text: str
+    settings: dict         # the policy, its tokenizer's fingerprint and the TreeConfig fields
+    trunk: Trunk
+    forks: Annotated[list[Fork], SHALLOW]
+    rollouts: list[Rollout]
+    stats: TreeStats
+
+
+class TreeRow(_TreeKeys, total=False):
+    """One line of trees.jsonl: a judged rollout tree."""
+    source: str
+    kind: str
+    rejected_attempts: list[Attempt]
 
 
 @dataclass
 class TreeConfig:
-    forks: int = 6              # F
-    per_fork: int = 6           # K
-    trunk: str = "auto"         # sample | reference | auto (sample, fall back to a reference)
-    retries: int = 3            # R: sampled trunks tried before giving up on a passing one
-    min_spacing: int = 1        # fork positions at least this many tokens apart
+    """A tree's settings; `datagen build` takes its options from these fields."""
+    forks: int = option(6, "F: forking tokens per trunk (default %(default)s)")
+    per_fork: int = option(6, "K: rollouts per fork (default %(default)s)")
+    trunk: str = option("auto", "sample (the paper), reference (teacher-forced reference), auto (sample, else reference)",
+                        choices=TRUNK_MODES)
+    retries: int = option(3, "R: sampled trunks tried to find a passing one")
+    min_spacing: int = option(1, "minimum tokens between fork positions")
     max_new_tokens: int = 512
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
-    timeout: float = 4.0        # judge seconds per test
-    mode: str = "strict"        # judge comparison mode
-    stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens)
-    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" or "code" (engine/prompts.py)
+    timeout: float = option(4.0, "judge seconds per test")
+    mode: str = option("strict", choices=MODES)  # judge comparison mode
+    stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens; not an option)
+    prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)  # prompt framing (lm/prompts.py)
 
     def __post_init__(self):
         if self.prompt not in FRAMINGS:
-            raise ValueError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
+            raise ConfigError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
         if self.trunk not in TRUNK_MODES:
-            raise ValueError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
+            raise ConfigError(f"trunk must be one of {', '.join(TRUNK_MODES)}, not {self.trunk!r}")
         if self.forks < 0 or self.per_fork < 1 or self.retries < 1 or self.min_spacing < 1:
-            raise ValueError("forks >= 0, per-fork >= 1, retries >= 1 and min-spacing >= 1 are required")
+            raise ConfigError("forks >= 0, per-fork >= 1, retries >= 1 and min-spacing >= 1 are required")
 
 
 def select_forks(logprobs, count, min_spacing=1):
@@ -65,7 +169,7 @@ def _judge_one(problem, text, cfg):
     return program, v
 
 
-def grow_tree(policy, problem, cfg, problem_seed=0):
+def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
     """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree."""
     t0 = time.perf_counter()
     before = policy.stats.snapshot()
@@ -92,7 +196,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
                  "finish_reason": completion.finish_reason}
     if cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references):
         if not problem.references:
-            raise ValueError(f"problem {problem.id} has no reference solution for a reference trunk")
+            raise ProblemError(f"problem {problem.id} has no reference solution for a reference trunk")
         if trunk:  # the last sampled attempt, replaced by the reference, stays a training example
             rejected.append({k: trunk[k] for k in ("tokens", "logprobs", "text", "program", "verdict", "passed",
                                                    "total", "finish_reason")})
@@ -120,7 +224,7 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
         forks.append({"index": i, "token": trunk["tokens"][i], "logprob": trunk["logprobs"][i],
                       "rollouts": ids})
     after = policy.stats
-    return {
+    tree: TreeRow = {
         "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
         "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
         "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
@@ -130,9 +234,10 @@ def grow_tree(policy, problem, cfg, problem_seed=0):
                   "trunk_seconds": round(t_trunk - t0, 3),
                   "fork_seconds": round(time.perf_counter() - t_trunk, 3)},
     }
+    return tree
 
 
-def judge_tree(tree, problem, cfg):
+def judge_tree(tree: TreeRow, problem, cfg) -> TreeRow:
     """Judge every fork rollout (a batch on the sandbox pool); fill verdicts and fork values."""
     t0 = time.perf_counter()
     programs = [build_program(problem, extract_code(r["text"])) for r in tree["rollouts"]]

@@ -1,1 +1,10 @@
-"""engine stage of forkcode (see README)."""
+"""engine: the decoding engine -- every strategy over one DecodeConfig, a policy and a value model.
+
+`engine.baselines` (greedy, sample), `engine.best_of_k`, `engine.beam`, `engine.tree` (early-stopping
+tree search over forking tokens); `engine.batch`: the batched search frontier and its value tracks;
+`engine.result`: DecodeConfig, the result types and the ValueFunction interface; `engine.cli`: the
+`decode` command and the strategy table.
+
+May import every layer below it: common, judge, lm, datagen and valuemodel (layers, bottom to top:
+common, judge, lm, datagen, valuemodel, engine, bench; each imports only the ones below it).
+"""

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from valuemodel.model import ValueModel, head_module
+
 
 def _pad_left(t, width):
     return torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) if t.shape[2] < width else t
@@ -90,7 +92,6 @@ class SharedTrunkValue:
     or, for a critic cut at N layers, the ones after layer N through the (shared) final norm."""
 
     def __init__(self, vm):
-        from valuemodel.model import head_module
         self.vm, self.head = vm, head_module(vm.model)[1]
         self.layer, self.norm = vm.trunk_layers, vm.model.base_model.norm
 
@@ -118,7 +119,6 @@ class RowsValue:
     """A transformers value model with its own batched rows, mirroring the policy's."""
 
     def __init__(self, vm):
-        from valuemodel.model import head_module
         self.vm, self.head = vm, head_module(vm.model)[1]
         self.rows = None
 
@@ -177,9 +177,13 @@ class ScorerValue:
 
 
 def value_track(policy, value):
-    """The cheapest exact value track for this policy and value model (see the module docstring)."""
-    make = getattr(value, "value_track", None)
-    return make(policy) if make else ScorerValue(value)
+    """The cheapest exact value track for this policy and value model (see the module docstring):
+    the policy's own hidden states through the head when the value model is a head on the policy's
+    very model (no value forward at all), else batched rows of a transformers value model's own
+    forward, else one incremental scorer per row (any ValueFunction)."""
+    if isinstance(value, ValueModel):
+        return SharedTrunkValue(value) if value.shares_trunk_with(policy) else RowsValue(value)
+    return ScorerValue(value)
 
 
 class ModelRows:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.batch import Frontier, advance, run_one
-from engine.policy import SamplingParams
-from engine.prompts import build_program, extract_code, messages, stop_after_code
 from engine.result import Candidate, DecodeResult, Stats
+from lm.policy import SamplingParams
+from lm.prompts import build_program, extract_code, messages, stop_after_code
 
 LINE_CAP = 64  # tokens: a "line" step that finds no newline ends here
 

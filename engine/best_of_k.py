@@ -1,9 +1,9 @@
 """best_of_k: sample k complete programs in one batch, score each with the value model (its value
 at the last token: the outcome reward), return the best, with every candidate ranked."""
 
-from engine.policy import SamplingParams
-from engine.prompts import build_program, extract_code, messages, stop_after_code
 from engine.result import Candidate, DecodeResult, Stats
+from lm.policy import SamplingParams
+from lm.prompts import build_program, extract_code, messages, stop_after_code
 
 
 def candidate_params(policy, prompt, cfg, temperature):

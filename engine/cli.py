@@ -1,15 +1,14 @@
 """`decode`: generate a program for a problem (or each problem of a dataset) with a strategy."""
 
-import argparse
 import json
 import os
 import sys
 import time
 
+from common.cli import OneLineParser, add_config_options, config_from_args, dispatch
 from engine.result import DecodeConfig
-from judge.cli import OneLineParser, dispatch
 from judge.problems import ProblemError, load_dataset, load_problem
-from judge.sandbox import SandboxError
+from lm.options import DEFAULT_POLICY, add_model_options
 
 # Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
 # used, so that --help stays light). Beam and tree also have a generator form that can share each
@@ -57,7 +56,7 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
                 tensor_parallel_size=1, strategy="decode"):
     """The policy and the value model (the given one, else the shipped default when the strategy
     needs one), checked to share a tokenizer."""
-    from engine.policy import ModelError, load_policy, vocab_fingerprint
+    from lm.policy import ModelError, load_policy, vocab_fingerprint
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
     if needs_value and path is None:
@@ -113,8 +112,7 @@ def cmd_decode(args):
             problems = [problems[args.index]]
         elif args.limit:
             problems = problems[: args.limit]
-    cfg = config_from_args(args, args.strategy)
-    from engine.policy import DEFAULT_POLICY
+    cfg = config_from_args(DecodeConfig, args)
     if args.policy in (None, "", DEFAULT_POLICY):
         print(PLUMBING_NOTE, file=sys.stderr)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
@@ -150,65 +148,15 @@ def cmd_decode(args):
                           f"{summary['policy_tokens']}, value tokens {summary['value_tokens']}, {summary['seconds']} s")
 
 
-def _step(text):
-    if text != "line" and not text.isdigit():
-        raise argparse.ArgumentTypeError("must be 'line' or a number of tokens")
-    return text
-
-
-def add_backend_options(parser):
-    """--backend and --tensor-parallel-size, for every command that generates (decode, datagen
-    build, bench quality). The choices are engine.policy.BACKENDS, spelt here so that --help does
-    not import torch."""
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
-                        help="generation backend: hf (transformers) or vllm (pip install 'forkcode[vllm]')")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
-
-
-DTYPE_HELP = "auto (bf16 on GPUs and on CPUs with native bf16: avx512_bf16 or AMX; else fp32), float32, bfloat16"
-
-
-def add_prompt_option(parser):
-    """--prompt, for every command that prompts a policy (decode, datagen build, bench quality).
-    The choices are engine.prompts.FRAMINGS, spelt here so that --help stays light."""
-    parser.add_argument("--prompt", choices=("reason", "code"), default="code",
-                        help="prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)")
-
-
 def add_model_and_search_options(parser):
     """The model, sampling and search options shared by `decode` and `bench quality`."""
-    parser.add_argument("--policy", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--value", default=None, help="value checkpoint directory (default: the shipped one, if any)")
-    parser.add_argument("--k", type=int, default=8, help="best_of_k: samples (default 8)")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--beam-width", type=int, default=3, help="beam: B")
-    parser.add_argument("--expansions", type=int, default=3, help="beam: E continuations per beam and step")
-    parser.add_argument("--step", default="line", type=_step, help="beam: 'line' or a number of tokens per step")
-    parser.add_argument("--token-budget", type=int, default=4096, help="beam: policy tokens in all")
-    parser.add_argument("--branch-prob", type=float, default=0.1, help="tree: fork at tokens less likely than this")
-    parser.add_argument("--max-branches", type=int, default=7, help="tree: rollouts besides the first")
-    parser.add_argument("--abort-value", type=float, default=0.2, help="tree: abort below this value")
-    parser.add_argument("--patience", type=int, default=8, help="tree: for this many consecutive tokens")
-    parser.add_argument("--warmup", type=float, default=0.5, help="tree: after this fraction of the first rollout's length")
+    add_config_options(parser, DecodeConfig, exclude=("strategy", "dedupe"))
     parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
     parser.add_argument("--batch-rows", type=int, default=32,
                         help="rows in one batch: sample/best_of_k samples, or beam/tree searches of several problems "
                              "side by side (default 32)")
-    add_prompt_option(parser)
-    parser.add_argument("--dtype", default="auto", help=DTYPE_HELP)
-    parser.add_argument("--device", default="auto")
-    add_backend_options(parser)
-
-
-def config_from_args(args, strategy):
-    return DecodeConfig(strategy=strategy, k=args.k, temperature=args.temperature, top_p=args.top_p,
-                        max_new_tokens=args.max_new_tokens, seed=args.seed, beam_width=args.beam_width,
-                        expansions=args.expansions, step=args.step, token_budget=args.token_budget,
-                        branch_prob=args.branch_prob, max_branches=args.max_branches, abort_value=args.abort_value,
-                        patience=args.patience, warmup=args.warmup, prompt=args.prompt)
+    add_model_options(parser)
 
 
 def main(argv=None):
@@ -219,14 +167,13 @@ def main(argv=None):
     pick = parser.add_mutually_exclusive_group()
     pick.add_argument("--index", type=int, help="only the problem at this index of the dataset")
     pick.add_argument("--limit", type=int, default=0, help="only the first N problems of the dataset")
-    parser.add_argument("--strategy", choices=list(STRATEGIES), default="best_of_k")
+    add_config_options(parser, DecodeConfig, only=("strategy",), strategy={"choices": list(STRATEGIES)})
     add_model_and_search_options(parser)
     parser.add_argument("--judge", action="store_true", help="run the problem's tests on the chosen program")
     parser.add_argument("--json", action="store_true", help="one JSON object per problem (and a summary)")
     args = parser.parse_args(argv)
     args.command = "decode"
-    from engine.policy import ModelError
-    dispatch("decode", {"decode": cmd_decode}, args, (ProblemError, SandboxError, ModelError, ValueError))
+    dispatch("decode", {"decode": cmd_decode}, args)
 
 
 if __name__ == "__main__":

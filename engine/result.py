@@ -1,17 +1,19 @@
 """What every decoding strategy takes and returns: one config, one result type."""
 
+import argparse
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from engine.prompts import DEFAULT_FRAMING
+from common.cli import option
+from lm.prompts import DEFAULT_FRAMING, PROMPT_OPTION
 
 
 class ValueFunction(Protocol):
     """The value-model interface the strategies use (valuemodel.ValueModel implements it; a test
-    checks). A batched search reads values through `value_track(policy)` where the value model has
-    one (engine.batch), else through one incremental scorer per row."""
+    checks). A batched search reads a ValueModel's values from the policy's hidden states or its own
+    batched forward (engine.batch.value_track), any other one's through an incremental scorer per row."""
     tokens_scored: int
 
     def values(self, sequences: list) -> list: ...   # per-token values for each token sequence
@@ -19,25 +21,33 @@ class ValueFunction(Protocol):
     def scorer(self): ...                             # incremental scorer: .extend(tokens), .fork()
 
 
+def parse_step(text):
+    """A beam step as an option: "line" or a number of tokens."""
+    if text != "line" and not text.isdigit():
+        raise argparse.ArgumentTypeError("must be 'line' or a number of tokens")
+    return text
+
+
 @dataclass
 class DecodeConfig:
-    strategy: str = "best_of_k"
-    k: int = 8                   # best_of_k: samples
+    """Every strategy's settings; `decode` and `bench quality` take their options from these fields."""
+    strategy: str = "best_of_k"  # decode --strategy (choices: the strategy table, engine.cli.STRATEGIES)
+    k: int = option(8, "best_of_k: samples (default %(default)s)")
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 512
-    dedupe: bool = True          # best_of_k: score identical programs once
+    dedupe: bool = True          # best_of_k: score identical programs once (not an option)
     seed: int = 0
-    beam_width: int = 3          # beam: B beams survive each step
-    expansions: int = 3          # beam: E sampled continuations per beam and step
-    step: str = "line"           # beam: "line" or a number of tokens per step
-    token_budget: int = 4096     # beam: policy tokens for the whole search
-    branch_prob: float = 0.1     # tree: fork at tokens less likely than this
-    max_branches: int = 7        # tree: rollouts besides the trunk
-    abort_value: float = 0.2     # tree: abort below this value...
-    patience: int = 8            # tree: ...for this many consecutive tokens...
-    warmup: float = 0.5          # tree: ...once past this fraction of the trunk's length
-    prompt: str = DEFAULT_FRAMING  # prompt framing: "reason" (reason, then code) or "code" (code only)
+    beam_width: int = option(3, "beam: B")  # B beams survive each step
+    expansions: int = option(3, "beam: E continuations per beam and step")
+    step: str = option("line", "beam: 'line' or a number of tokens per step", type=parse_step)
+    token_budget: int = option(4096, "beam: policy tokens in all")
+    branch_prob: float = option(0.1, "tree: fork at tokens less likely than this")
+    max_branches: int = option(7, "tree: rollouts besides the first")  # besides the trunk
+    abort_value: float = option(0.2, "tree: abort below this value")
+    patience: int = option(8, "tree: for this many consecutive tokens")
+    warmup: float = option(0.5, "tree: after this fraction of the first rollout's length")
+    prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
 
 
 @dataclass

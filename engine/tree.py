@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from engine.batch import Frontier, advance, run_one
-from engine.policy import SamplingParams
-from engine.prompts import build_program, extract_code, messages, stop_after_code
 from engine.result import Candidate, DecodeResult, Stats
+from lm.policy import SamplingParams
+from lm.prompts import build_program, extract_code, messages, stop_after_code
 
 
 def abort_position(values, warmup_tokens, threshold, patience):

@@ -1,4 +1,13 @@
-"""The judge: run untrusted Python programs against APPS / HumanEval / MBPP tests in a sandbox."""
+"""judge: run untrusted Python programs against APPS / HumanEval / MBPP tests in a sandbox.
+
+`judge.problems`: one Problem type and the loaders of every source; `judge.sandbox`: the fork server
+and its isolation; `judge.compare`: output comparison (strict, apps-legacy); `judge.core`: judge,
+judge_many; `judge.cli`: the `judge` command.
+
+May import only common (layers, bottom to top: common, judge, lm, datagen, valuemodel, engine, bench;
+each imports only the ones below it); `judge/_runner.py`, which runs inside the sandbox, imports
+nothing of forkcode.
+"""
 
 from judge.core import VERDICTS, TestResult, Verdict, judge, judge_many
 from judge.problems import Problem, ProblemError, load_dataset, load_problem

@@ -4,36 +4,15 @@ import argparse
 import json
 import sys
 
+from common.cli import OneLineParser, die, dispatch
+from judge.compare import MODES
 from judge.core import judge, judge_many
-from judge.problems import ProblemError, load_dataset, load_problem
-from judge.sandbox import SandboxError, isolation_level
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit 2, not usage plus error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def die(prog, message):
-    """The one error line every forkcode command gives for bad input, and exit status 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+from judge.problems import load_dataset, load_problem
+from judge.sandbox import isolation_level
 
 
 def fail(message):
     die("judge", message)
-
-
-def dispatch(prog, handlers, args, errors):
-    """Run the chosen subcommand; expected errors become one line instead of a traceback."""
-    try:
-        handlers[args.command](args)
-    except errors as exc:
-        die(prog, str(exc))
-    except KeyboardInterrupt:
-        die(prog, "interrupted; rerun the same command to resume" if prog == "datagen" else "interrupted")
 
 
 def _read_program(path):
@@ -138,12 +117,12 @@ def main(argv=None):
                        help="at most N references per problem (default: all)")
     check.add_argument("--workers", type=int, default=0, help="parallel sandboxes (default: CPU count)")
     for p in (run, check):
-        p.add_argument("--mode", choices=("strict", "apps-legacy"), default="strict",
+        p.add_argument("--mode", choices=MODES, default="strict",
                        help="output comparison (default strict; apps-legacy = hendrycks/apps rules)")
         p.add_argument("--timeout", type=_positive, default=4.0, help="seconds per test (default 4)")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
-    dispatch("judge", {"run": cmd_run, "check": cmd_check}, args, (ProblemError, SandboxError, ValueError))
+    dispatch("judge", {"run": cmd_run, "check": cmd_check}, args)
 
 
 if __name__ == "__main__":

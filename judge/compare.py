@@ -16,6 +16,9 @@ is accepted.
 
 import math
 
+from common.cli import ConfigError
+
+MODES = ("strict", "apps-legacy")
 FLOAT_TOL = 1e-6
 
 
@@ -124,8 +127,8 @@ def legacy_value_equal(got, expected):
 
 
 def outputs_equal(got, expected, mode="strict", kind="stdio"):
-    if mode not in ("strict", "apps-legacy"):
-        raise ValueError(f"unknown comparison mode {mode!r}: use strict or apps-legacy")
+    if mode not in MODES:
+        raise ConfigError(f"unknown comparison mode {mode!r}: use strict or apps-legacy")
     if kind == "stdio":
         return (strict_stdout_equal if mode == "strict" else legacy_stdout_equal)(got, expected)
     return (strict_value_equal if mode == "strict" else legacy_value_equal)(got, expected)

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from judge.compare import outputs_equal
+from judge.problems import ProblemError
 from judge.sandbox import Limits, SandboxError, isolation_level, run_job
 
 VERDICTS = ("pass", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
@@ -93,7 +94,7 @@ def judge(program, problem, *, mode="strict", timeout=4.0, limits=None, fail_fas
         return Verdict("compile_error", 0, total, error="program larger than 1 MiB",
                        isolation=isolation_level())
     if total == 0:
-        raise ValueError(f"problem {problem.id} has no tests")
+        raise ProblemError(f"problem {problem.id} has no tests")
     header, raws = run_job(program, problem.kind, problem.runner_tests(), fn_name=problem.fn_name,
                            timeout=timeout, limits=limits, fail_fast=fail_fast,
                            apps_legacy=(mode == "apps-legacy"))

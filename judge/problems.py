@@ -12,10 +12,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 
+from common.cli import ForkcodeError
+
 KINDS = ("stdio", "call", "assert")
 
 
-class ProblemError(ValueError):
+class ProblemError(ForkcodeError, ValueError):
     """A problem or dataset that cannot be read; the message is meant for the user as is."""
 
 

@@ -23,6 +23,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from common.cli import ForkcodeError
+
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
 LEVELS = ("namespaces", "rlimits")
 # Sandbox uids are UID_BASE + the launcher's pid: far above any real account.
@@ -31,7 +33,7 @@ CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": 
              "TMPDIR": "/tmp", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
 
-class SandboxError(RuntimeError):
+class SandboxError(ForkcodeError, RuntimeError):
     """The sandbox itself failed (not the program under test)."""
 
 

@@ -53,5 +53,5 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_model_dir):
-    from engine.policy import HFPolicy
+    from lm.policy import HFPolicy
     return HFPolicy(tiny_model_dir, dtype="float32", device="cpu")

@@ -75,7 +75,7 @@ class FakePolicy:
         decode = staticmethod(lambda tokens: "prompt")
 
     def __init__(self):
-        from engine.policy import PolicyStats
+        from lm.policy import PolicyStats
         self.stats, self.calls = PolicyStats(), []
 
     def prompt_tokens(self, messages):
@@ -85,7 +85,7 @@ class FakePolicy:
         return ""
 
     def sample(self, prefix, n, params):
-        from engine.policy import Completion
+        from lm.policy import Completion
         self.calls.append(n)
         texts = [f"```python\n{WRONG}```", f"```python\n{WRONG}```", f"```python\n{RIGHT}```"]
         lps = [-1.0, -1.0, -0.5]

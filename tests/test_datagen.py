@@ -9,12 +9,12 @@ import time
 
 import pytest
 
+from common.store import RowStore, StoreError
 from datagen.export import balance, export, split_problems, tree_stats
-from datagen.store import StoreError, TreeStore
 from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
-from engine.policy import ModelError, SamplingParams, resolve_model
-from engine.prompts import build_program, code_block_closed, extract_code, messages
 from judge import Problem, ProblemError, load_dataset
+from lm.policy import ModelError, SamplingParams, resolve_model
+from lm.prompts import build_program, code_block_closed, extract_code, messages
 
 APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,15 +181,15 @@ def test_auto_trunk_falls_back_to_reference(tiny_policy, apps_problems):
 # --- storage and resume --------------------------------------------------------------------------
 
 def test_store_cuts_torn_last_line(tmp_path):
-    store = TreeStore(str(tmp_path))
+    store = RowStore(str(tmp_path), "trees.jsonl")
     store.append({"problem_id": "a"})
     store.append({"problem_id": "b"})
     with open(store.path, "ab") as f:
         f.write(b'{"problem_id": "c", "trunk": {"tok')  # killed mid-write
     # A reader ignores the torn bytes and leaves the file as it is; only a writer cuts them.
     torn = open(store.path, "rb").read()
-    assert TreeStore(str(tmp_path)).done_ids() == {"a", "b"} and open(store.path, "rb").read() == torn
-    assert TreeStore(str(tmp_path), writer=True).done_ids() == {"a", "b"}
+    assert RowStore(str(tmp_path), "trees.jsonl").done_ids() == {"a", "b"} and open(store.path, "rb").read() == torn
+    assert RowStore(str(tmp_path), "trees.jsonl", writer=True).done_ids() == {"a", "b"}
     assert open(store.path, "rb").read().endswith(b'"b"}\n')
     # A complete line that does not parse is no crash's doing: an error naming the line, file unchanged.
     with open(store.path, "ab") as f:
@@ -197,10 +197,10 @@ def test_store_cuts_torn_last_line(tmp_path):
     before = open(store.path, "rb").read()
     for writer in (False, True):
         with pytest.raises(StoreError, match=r"trees.jsonl:3: not a row"):
-            TreeStore(str(tmp_path), writer=writer).trees()
+            RowStore(str(tmp_path), "trees.jsonl", writer=writer).rows()
         assert open(store.path, "rb").read() == before
-    reader = TreeStore(str(tmp_path))
-    assert [t["problem_id"] for t in reader.trees(skip_bad=True)] == ["a", "b", "e"] and reader.skipped == 1
+    reader = RowStore(str(tmp_path), "trees.jsonl")
+    assert [t["problem_id"] for t in reader.rows(skip_bad=True)] == ["a", "b", "e"] and reader.skipped == 1
 
 
 def _build(model_dir, dataset, out):
@@ -229,13 +229,13 @@ def test_sigkill_mid_build_loses_and_duplicates_nothing(tiny_model_dir, tmp_path
     partial = open(path, "rb").read().count(b"\n")
     assert 2 <= partial < 8, "the build must be killed mid-run"
     subprocess.run(_build(tiny_model_dir, str(dataset), out), env=env, check=True, capture_output=True)
-    ids = [t["problem_id"] for t in TreeStore(out).trees()]
+    ids = [t["problem_id"] for t in RowStore(out, "trees.jsonl").rows()]
     assert sorted(ids, key=int) == [str(i) for i in range(8)]
     # Per-problem seeds: a resumed run writes the same trees as an uninterrupted one.
     fresh = str(tmp_path / "fresh")
     subprocess.run(_build(tiny_model_dir, str(dataset), fresh), env=env, check=True, capture_output=True)
     strip = lambda t: {k: v for k, v in t.items() if k != "stats"}
-    assert [strip(t) for t in TreeStore(out).trees()] == [strip(t) for t in TreeStore(fresh).trees()]
+    assert [strip(t) for t in RowStore(out, "trees.jsonl").rows()] == [strip(t) for t in RowStore(fresh, "trees.jsonl").rows()]
 
 
 # --- export --------------------------------------------------------------------------------------

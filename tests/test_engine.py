@@ -9,10 +9,10 @@ from conftest import make_tiny_model
 from engine.baselines import greedy, sample
 from engine.beam import beam
 from engine.best_of_k import best_of_k
-from engine.prompts import messages
 from engine.result import DecodeConfig
 from engine.tree import abort_position, tree
 from judge import Problem
+from lm.prompts import messages
 
 
 class ScriptedScorer:
@@ -111,7 +111,7 @@ def test_beam_keeps_the_best_b_and_honours_the_budget(tiny_policy, step):
 
 
 def test_policy_extend_equals_teacher_forcing(tiny_policy):
-    from engine.policy import SamplingParams
+    from lm.policy import SamplingParams
     prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
     _, state = tiny_policy.teacher_force(prompt[:-1], prompt[-1:])
     more = [7, 8, 9, 10]
@@ -204,7 +204,7 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
 def test_vllm_backend_without_vllm_is_one_clear_error():
     import importlib.util
 
-    from engine.policy import ModelError, load_policy
+    from lm.policy import ModelError, load_policy
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here: tests/test_vllm.py covers the backend")
     with pytest.raises(ModelError, match=r"pip install 'forkcode\[vllm\]'"):
@@ -245,7 +245,7 @@ def _nucleus(probs, top_p):
 def test_pick_samples_the_exact_top_p_distribution(monkeypatch, candidates):
     import torch
 
-    from engine import policy as pol
+    from lm import policy as pol
     monkeypatch.setattr(pol, "NUCLEUS_CANDIDATES", candidates)
     logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0, 0.7])
     n = 20000
@@ -263,7 +263,7 @@ def test_pick_samples_the_exact_top_p_distribution(monkeypatch, candidates):
 def test_sample_many_equals_per_prompt_sampling(tiny_policy):
     """Many prompts in one refilled batch (rows joining and leaving, a left-padded cache) give each
     prompt exactly the greedy tokens and log-probs it gets alone."""
-    from engine.policy import SamplingParams
+    from lm.policy import SamplingParams
     texts = ["Print hello.", "Sort a list of numbers and return it, please, in Python 3 with a docstring.", "Add.", "x"]
     prompts = [tiny_policy.prompt_tokens([{"role": "user", "content": t}]) for t in texts]
     params = [SamplingParams(max_new_tokens=m, temperature=0.0) for m in (9, 17, 5, 12)]
@@ -285,7 +285,7 @@ def test_sample_many_equals_per_prompt_sampling(tiny_policy):
 def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path):
     import torch
 
-    from engine.policy import cpu_has_native_bf16, pick_dtype
+    from lm.policy import cpu_has_native_bf16, pick_dtype
     amd = tmp_path / "amd"
     amd.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
     amx = tmp_path / "amx"
@@ -309,7 +309,7 @@ def test_frontier_rows_decode_as_each_row_alone(tiny_policy):
     import torch
 
     from engine.batch import Frontier
-    from engine.policy import SamplingParams
+    from lm.policy import SamplingParams
     greedy = SamplingParams(temperature=0)
     prompts = _prompts(tiny_policy)
     frontier = Frontier.merge([Frontier.start(tiny_policy, ScriptedValue(), p)[0] for p in prompts])
@@ -338,8 +338,9 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
     values equal the value model's own forward, and so do the batched value rows'."""
     import torch
 
-    from engine.batch import Frontier, RowsValue, SharedTrunkValue, value_track
-    from engine.policy import SamplingParams
+    from engine import batch
+    from engine.batch import Frontier, RowsValue, ScorerValue, SharedTrunkValue, value_track
+    from lm.policy import SamplingParams
     from valuemodel.model import ValueModel
     vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
     assert isinstance(value_track(tiny_policy, vm), SharedTrunkValue)
@@ -350,11 +351,13 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
     assert isinstance(value_track(tiny_policy, deeper), RowsValue)  # a trained layer: its own forward
     cut = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=2)
     assert isinstance(value_track(tiny_policy, cut), SharedTrunkValue)  # the policy's first two layers
+    assert isinstance(value_track(tiny_policy, ScriptedValue()), ScorerValue)  # any other ValueFunction
     prompts = _prompts(tiny_policy)
     sampling = SamplingParams(temperature=1.0)
     for critic, track in ((vm, SharedTrunkValue), (vm, RowsValue), (cut, SharedTrunkValue), (cut, RowsValue)):
-        critic.value_track = lambda policy, track=track, critic=critic: track(critic)
-        parts, prompt_values = zip(*[Frontier.start(tiny_policy, critic, p) for p in prompts])
+        with pytest.MonkeyPatch.context() as mp:  # this track, whatever value_track would choose
+            mp.setattr(batch, "value_track", lambda policy, value, track=track: track(value))
+            parts, prompt_values = zip(*[Frontier.start(tiny_policy, critic, p) for p in prompts])
         frontier = Frontier.merge(parts)
         frontier.select([0, 1, 1])
         seqs, values = [list(prompts[0]), list(prompts[1]), list(prompts[1])], [[], [], []]
@@ -364,7 +367,6 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
             for seq, v, t, x in zip(seqs, values, tokens, frontier.advance(tokens)):
                 seq.append(t)
                 v.append(x)
-        del critic.value_track
         for seq, got, first in zip(seqs, values, [prompt_values[0], prompt_values[1], prompt_values[1]]):
             want = critic.values([seq])[0]
             assert max(abs(a - b) for a, b in zip([first] + got, want[-13:])) < 1e-5
@@ -385,9 +387,9 @@ class RequestOnly:
 def test_backends_and_the_value_model_implement_their_protocols():
     import inspect
 
-    from engine.policy import HFPolicy, Policy
     from engine.result import ValueFunction
-    from engine.vllm_policy import VLLMPolicy
+    from lm.policy import HFPolicy, Policy
+    from lm.vllm_policy import VLLMPolicy
     from valuemodel.model import ValueModel
 
     def members(protocol):

@@ -98,9 +98,9 @@ def workdir(monkeypatch):
 
     def accepted(*args, **kwargs):  # a command got past its input checks: fail now, not after a model run
         raise AssertionError("a malformed input was accepted (a model was about to load)")
-    import engine.policy
+    import lm.policy
     import valuemodel.model
-    monkeypatch.setattr(engine.policy, "load_policy", accepted)
+    monkeypatch.setattr(lm.policy, "load_policy", accepted)
     monkeypatch.setattr(valuemodel.model.ValueModel, "from_base", classmethod(accepted))
 
 

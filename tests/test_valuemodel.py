@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from engine.policy import ModelError, vocab_fingerprint
+from lm.policy import ModelError, vocab_fingerprint
 from valuemodel.metrics import (
     auroc,
     auroc_lower_bound,
@@ -18,8 +18,8 @@ from valuemodel.metrics import (
     table2,
     value_at_fraction,
 )
-from valuemodel.model import ValueModel, ValueModelError, trainable_names
-from valuemodel.train import IGNORE, TrainConfig, collate, make_features, masked_bce, train
+from valuemodel.model import AGGREGATES, ValueModel, ValueModelError, trainable_names
+from valuemodel.train import IGNORE, TrainConfig, collate, make_features, problem_loss, train
 
 
 @pytest.fixture(scope="module")
@@ -227,14 +227,13 @@ def test_loss_ignores_prompt_context_and_padding(vm):
     assert set(feats[0]["labels"][6:]) == {float(rows[0]["label"])}
     batch = collate(feats, vm.tokenizer.pad_token_id)
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
-    logits = torch.randn(batch["labels"].shape + (1,))
-    base = masked_bce(logits, batch["labels"])
+    logits = torch.randn(batch["labels"].shape)
+    outcome = torch.tensor([f["label"] for f in feats])
     poked = logits.clone()
     poked[batch["labels"] == IGNORE] = 1e4  # anything at masked positions must not matter
-    assert torch.allclose(masked_bce(poked, batch["labels"]), base)
-    keep = batch["labels"] != IGNORE
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[..., 0][keep], batch["labels"][keep])
-    assert torch.allclose(base, expected)
+    for aggregate in AGGREGATES:
+        base = problem_loss(logits, batch["labels"], outcome, 1.0, aggregate)
+        assert torch.allclose(problem_loss(poked, batch["labels"], outcome, 1.0, aggregate), base)
 
 
 # --- metrics on hand-made values ---------------------------------------------------------------

@@ -3,9 +3,9 @@
 import json
 import os
 
-from engine.policy import ModelError
-from judge.cli import OneLineParser, die, dispatch
-from judge.problems import ProblemError, load_problem
+from common.cli import OneLineParser, die, dispatch
+from judge.problems import load_problem
+from lm.options import DEFAULT_POLICY, MODEL_HELP
 from valuemodel.model import AGGREGATES
 
 
@@ -66,7 +66,7 @@ def cmd_cv(args):
 
 
 def cmd_score(args):
-    from engine.prompts import messages, reference_response
+    from lm.prompts import messages, reference_response
     from valuemodel.model import ValueModel
     problem = load_problem(args.problem)
     try:
@@ -74,6 +74,8 @@ def cmd_score(args):
             program = f.read()
     except OSError as exc:
         fail(f"cannot read program {args.program}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"program {args.program} is not UTF-8 text")
     vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
     tok = vm.tokenizer
     msgs = messages(problem)
@@ -116,7 +118,7 @@ def main(argv=None):
                        "problems: held-out within-problem AUROC and pick per epoch")
     for p in (t, c):
         p.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
-        p.add_argument("--base", default="smollm2", help="hub id, model directory or .gguf (default: SmolLM2-135M-Instruct)")
+        p.add_argument("--base", default=DEFAULT_POLICY, help=MODEL_HELP)
         p.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
         p.add_argument("--trunk-layers", type=int, default=None,
                        help="keep only the first N decoder layers of the base: the head reads the hidden state after "
@@ -161,8 +163,7 @@ def main(argv=None):
     for p in (s, e):
         p.add_argument("--base", default=None, help="base model location, if moved since training")
     args = parser.parse_args(argv)
-    dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args,
-             (ProblemError, ModelError, ValueError))
+    dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args)
 
 
 if __name__ == "__main__":

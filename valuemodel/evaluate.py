@@ -3,8 +3,8 @@
 import os
 from collections import defaultdict
 
-from datagen.store import write_json_atomic, write_text_atomic
-from engine.policy import vocab_fingerprint
+from common.store import StoreError, write_json_atomic, write_text_atomic
+from lm.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.model import aggregate_values
 from valuemodel.train import encode_row, read_rows
@@ -32,10 +32,10 @@ def read_eval_data(data_dir):
     for name in ("test", "test_balanced"):
         path = os.path.join(data_dir, f"{name}.jsonl")
         if not os.path.exists(path):
-            raise ValueError(f"{data_dir} has no {name}.jsonl: give the directory written by `datagen export`")
+            raise StoreError(f"{data_dir} has no {name}.jsonl: give the directory written by `datagen export`")
         data[name] = read_rows(path)
         if not data[name]:
-            raise ValueError(f"{path} is empty")
+            raise StoreError(f"{path} is empty")
     return data
 
 

@@ -11,16 +11,38 @@ import math
 import os
 import warnings
 from contextlib import contextmanager
+from typing import TypedDict
 
 import torch
 
-from datagen.store import schema_error, write_json_atomic
-from engine.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
+from common.cli import ConfigError
+from common.store import atomic_path, schema_error, write_json_atomic
+from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
-CONFIG_FIELDS = {"base": str, "last_layers": int,
-                 "base_signature": {"shape": dict, "vocab": str, "embedding_probe": [(int, float)]}}
+
+
+class BaseSignature(TypedDict):
+    """What a delta must match in its base (base_signature)."""
+    shape: dict            # the SHAPE_KEYS of the base's config
+    vocab: str             # the tokenizer's fingerprint
+    embedding_probe: list[float]
+
+
+class _ValueConfigKeys(TypedDict):
+    base: str
+    last_layers: int
+    base_signature: BaseSignature
+
+
+class ValueConfig(_ValueConfigKeys, total=False):
+    """A value checkpoint's value_config.json (ValueModel.save writes it, read_checkpoint_config
+    checks it): the base it is a delta on, and how its values are read."""
+    trunk_layers: int | None
+    aggregate: str
+    model_type: str
+    train: dict            # how it was trained (valuemodel.train)
 
 
 # How a finished program's value is read from its per-token values: the last token's (the paper's),
@@ -63,7 +85,7 @@ def truncate_trunk(model, trunk_layers):
     if trunk_layers is None or trunk_layers == len(layers):
         return
     if not 1 <= trunk_layers <= len(layers):
-        raise ValueError(f"trunk_layers must be between 1 and {len(layers)}, not {trunk_layers}")
+        raise ConfigError(f"trunk_layers must be between 1 and {len(layers)}, not {trunk_layers}")
     model.base_model.layers = torch.nn.ModuleList(list(layers)[:trunk_layers])
     model.config.num_hidden_layers = trunk_layers
     if isinstance(getattr(model.config, "layer_types", None), list):
@@ -75,7 +97,7 @@ def trainable_names(model, last_layers):
     layers = decoder_layers(model)
     n = len(layers)
     if not 0 <= last_layers <= n:
-        raise ValueError(f"last_layers must be between 0 and {n}, not {last_layers}")
+        raise ConfigError(f"last_layers must be between 0 and {n}, not {last_layers}")
     keep = {id(p) for layer in list(layers)[n - last_layers:] for p in layer.parameters()}
     keep |= {id(p) for p in head_module(model)[1].parameters()}
     return [name for name, p in model.named_parameters() if id(p) in keep]
@@ -84,7 +106,7 @@ def trainable_names(model, last_layers):
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
-def base_signature(model, tokenizer):
+def base_signature(model, tokenizer) -> BaseSignature:
     """What a delta must match in its base: the architecture and vocabulary exactly, and the weights
     through a probe of 256 input-embedding values (rows spread over the vocabulary), compared with a
     tolerance so that the same model in another dtype or quantization (the hub's bf16 weights or a
@@ -132,7 +154,7 @@ def read_checkpoint_config(path):
     if "base_signature" not in cfg:
         raise ValueModelError(f"value checkpoint {path} has no base_signature in {DELTA_CONFIG} "
                               "(made by an older forkcode, or not a forkcode checkpoint)")
-    problem = schema_error(cfg, CONFIG_FIELDS, DELTA_CONFIG)
+    problem = schema_error(cfg, ValueConfig, DELTA_CONFIG)
     if problem:
         raise ValueModelError(f"value checkpoint {path}: {problem} (a damaged {DELTA_CONFIG})")
     trunk = cfg.get("trunk_layers")
@@ -172,7 +194,7 @@ class ValueModel:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForTokenClassification.from_pretrained(location, config=config,
                                                                     dtype=pick_dtype(dtype, device))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # transformers' ValueError: a config it does not know
             raise ModelError(f"cannot load base model {base!r}: {str(exc).splitlines()[0]}") from None
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -284,12 +306,11 @@ class ValueModel:
         params = dict(self.model.named_parameters())
         delta = {n: params[n].detach().to(dtype or params[n].dtype).contiguous().cpu()
                  for n in trainable_names(self.model, self.last_layers)}
-        tmp = os.path.join(path, f".{DELTA_WEIGHTS}.tmp")
-        save_file(delta, tmp)
-        os.replace(tmp, os.path.join(path, DELTA_WEIGHTS))
-        cfg = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
-               "aggregate": self.aggregate, "base_signature": self.signature,
-               "model_type": self.model.config.model_type, **(extra or {})}
+        with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:
+            save_file(delta, tmp)
+        cfg: ValueConfig = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
+                            "aggregate": self.aggregate, "base_signature": self.signature,
+                            "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 
     # -- scoring --------------------------------------------------------------------------------
@@ -340,13 +361,6 @@ class ValueModel:
 
     def scorer(self):
         return IncrementalScorer(self)
-
-    def value_track(self, policy):
-        """How a batched search (engine.batch.Frontier) reads this model's values next to `policy`:
-        from the policy's own hidden states when this is a head on the policy's very model (no
-        value forward at all), else through a batched forward of this model."""
-        from engine.batch import RowsValue, SharedTrunkValue
-        return SharedTrunkValue(self) if self.shares_trunk_with(policy) else RowsValue(self)
 
     def shares_trunk_with(self, policy):
         """True when this value model is a head alone (N = 0) on exactly the policy's model, or on its

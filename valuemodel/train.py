@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from datagen.store import EXAMPLE_FIELDS, read_jsonl
-from engine.policy import vocab_fingerprint
+from common.cli import ConfigError
+from common.store import StoreError, atomic_path, read_jsonl
+from datagen.export import ExampleRow
+from lm.policy import vocab_fingerprint
 from valuemodel.model import head_module
 
 IGNORE = -100.0
@@ -53,7 +55,7 @@ class TrainConfig:
 
 def read_rows(path):
     """An export's rows (datagen export), each checked for the fields training reads."""
-    return read_jsonl(path, EXAMPLE_FIELDS)
+    return read_jsonl(path, ExampleRow)
 
 
 def encode_row(row, tokenizer, fingerprint, base_name):
@@ -102,13 +104,6 @@ def collate(features, pad_id):
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(f["labels"])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def masked_bce(logits, labels):
-    """Mean BCE over the labelled tokens only (labels == -100 are prompt, context or padding)."""
-    logits = logits.float().reshape(labels.shape)
-    keep = labels != IGNORE
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], labels[keep])
 
 
 def rollout_logits(logits, labels, aggregate="last"):
@@ -192,9 +187,8 @@ class FrozenFeatures:
                 parts = self._build_group(list(prompt), members)
                 if path:
                     os.makedirs(folder, exist_ok=True)
-                    tmp = path + f".tmp{os.getpid()}"
-                    save_file({str(j): h for j, h in enumerate(parts)}, tmp)
-                    os.replace(tmp, path)
+                    with atomic_path(path) as tmp:
+                        save_file({str(j): h for j, h in enumerate(parts)}, tmp)
             for i, h in zip(members, parts):
                 hidden[i] = h
         if progress:
@@ -283,15 +277,15 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     cfg = cfg or TrainConfig()
     rows = read_rows(data_path)
     if not rows:
-        raise ValueError(f"{data_path} holds no training rows")
+        raise StoreError(f"{data_path} holds no training rows")
     fingerprint = vocab_fingerprint(vm.tokenizer)
     feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
     if not feats:
-        raise ValueError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
+        raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
-    from engine.policy import cache_root
+    from lm.policy import cache_root
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     params = [p for p in vm.model.parameters() if p.requires_grad]
@@ -319,9 +313,8 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
         state = {"trainable": {n: p for n, p in vm.model.state_dict().items() if n in names},
                  "optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1}
-        tmp = state_path + f".tmp{os.getpid()}"
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
     eval_loss = None
     if eval_path:
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
@@ -359,7 +352,7 @@ def fit_probe(vm, frozen, indices, cfg):
     so the values are probabilities again. Ranking within a problem comes from the probe alone: a
     pooled BCE would spend the head on telling easy problems from hard ones."""
     if vm.last_layers != 0 or not frozen.final:
-        raise ValueError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
+        raise ConfigError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
     feats = frozen.feats
     with torch.no_grad():
         x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
@@ -441,11 +434,11 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     feats = make_features(read_rows(data_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
     problems = sorted({f["problem_id"] for f in feats})
     if len(problems) < folds:
-        raise ValueError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
+        raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
     random.Random(cfg.seed).shuffle(problems)
     fold_of = {p: i % folds for i, p in enumerate(problems)}
     vm.upcast_trainable()
-    from engine.policy import cache_root
+    from lm.policy import cache_root
     frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
                             use_cache=cfg.cache, progress=progress)
     names = {n for n, p in vm.model.named_parameters() if p.requires_grad}

