@@ -4,7 +4,6 @@ policy's text equal a whole-text forward of the critic after every appended chun
 import random
 
 import pytest
-
 from conftest import make_tiny_model
 
 TEXTS = [
