@@ -26,7 +26,7 @@ class ExampleRow(_ExampleKeys, total=False):
     prompt_text: str
     response_text: str
     trunk_source: str
-    label_prefix_text: str  # the response text before label_start, when known (else estimated)
+    label_start_char: int  # label_start in characters of response_text (trees older than it: estimated)
     oversampled: bool      # a copy added by --balanced
 
 
@@ -121,7 +121,8 @@ def class_ratio(rows):
 def sample_examples(row: SampleRow):
     """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
     return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
-             "response_text": c["text"], "trunk_source": "sample"} for i, c in enumerate(row["candidates"])]
+             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample"}
+            for i, c in enumerate(row["candidates"])]
 
 
 def to_rows(tree: TreeRow | SampleRow) -> list[ExampleRow]:

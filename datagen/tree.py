@@ -84,6 +84,7 @@ class Rollout(_RolloutKeys, total=False):
     logprobs: LogProbs
     finish_reason: str
     text: str              # the whole response: prefix + tokens
+    prefix_chars: int      # characters of `text` before the rollout's own tokens (the fork's prefix)
     program: str
     passed: int
     total: int
@@ -215,11 +216,12 @@ def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
     forks, rollouts = [], []
     for j, (i, group) in enumerate(zip(fork_at, groups)):
         ids = []
+        prefix_text = policy.decode(trunk["tokens"][:i])
         for c in group:
-            response = trunk["tokens"][:i] + c.tokens
+            text = policy.decode(trunk["tokens"][:i] + c.tokens)
             rollouts.append({"id": len(rollouts), "fork": j, "prefix_len": i, "tokens": c.tokens,
-                             "logprobs": c.logprobs, "finish_reason": c.finish_reason,
-                             "text": policy.decode(response)})
+                             "logprobs": c.logprobs, "finish_reason": c.finish_reason, "text": text,
+                             "prefix_chars": _shared_chars(prefix_text, text)})
             ids.append(len(rollouts) - 1)
         forks.append({"index": i, "token": trunk["tokens"][i], "logprob": trunk["logprobs"][i],
                       "rollouts": ids})
@@ -252,18 +254,31 @@ def judge_tree(tree: TreeRow, problem, cfg) -> TreeRow:
     return tree
 
 
+def _shared_chars(prefix, text):
+    """How many leading characters of `text` are the prefix's: all of them, unless the fork split a
+    multi-byte character (the prefix's decode then ends in a replacement character)."""
+    if text.startswith(prefix):
+        return len(prefix)
+    n = 0
+    while n < min(len(prefix), len(text)) and prefix[n] == text[n]:
+        n += 1
+    return n
+
+
 def examples(tree):
     """Training examples of a judged tree: every rollout and the trunk, with the per-token target
-    (1 = the program passes) over its own generated tokens, from label_start on."""
+    (1 = the program passes) over its own generated tokens, from label_start on (label_start_char:
+    the same place in characters of response_text, for a value model with another tokenizer)."""
     trunk = tree["trunk"]
     out = [{"example_id": "trunk", "response_tokens": trunk["tokens"], "label": int(trunk["verdict"] == "pass"),
-            "label_start": 0, "response_text": trunk["text"], "trunk_source": trunk["source"]}]
+            "label_start": 0, "label_start_char": 0, "response_text": trunk["text"], "trunk_source": trunk["source"]}]
     for i, a in enumerate(tree.get("rejected_attempts", [])):  # sampled trunk attempts that were not kept
         out.append({"example_id": f"a{i}", "response_tokens": a["tokens"], "label": int(a["verdict"] == "pass"),
-                    "label_start": 0, "response_text": a["text"], "trunk_source": "sample"})
+                    "label_start": 0, "label_start_char": 0, "response_text": a["text"], "trunk_source": "sample"})
     for r in tree["rollouts"]:
         out.append({"example_id": f"r{r['id']}", "response_tokens": trunk["tokens"][:r["prefix_len"]] + r["tokens"],
                     "label": int(r["verdict"] == "pass"), "label_start": r["prefix_len"],
+                    **({"label_start_char": r["prefix_chars"]} if "prefix_chars" in r else {}),
                     "response_text": r["text"], "trunk_source": trunk["source"]})
     return out
 

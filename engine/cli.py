@@ -55,7 +55,8 @@ def decode_all(policy, value, problems, strategy, cfg, max_rows=32):
 def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", device="auto", needs_value=False,
                 tensor_parallel_size=1, strategy="decode"):
     """The policy and the value model (the given one, else the shipped default when the strategy
-    needs one), checked to share a tokenizer."""
+    needs one). A value model with another tokenizer than the policy's reads the policy's text
+    (valuemodel.text_value.TextValue)."""
     from lm.policy import ModelError, load_policy, vocab_fingerprint
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
@@ -71,8 +72,8 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
         from valuemodel.model import ValueModel
         value = ValueModel.load(path, dtype=dtype, device=device, fallback_base=policy_spec)
         if vocab_fingerprint(value.tokenizer) != vocab_fingerprint(policy.tokenizer):
-            raise ModelError(f"value model {path} (base {value.base}) does not share the policy's tokenizer "
-                             f"({policy_spec}): its values would be read off the wrong tokens")
+            from valuemodel.text_value import TextValue
+            value = TextValue(value, policy.decode, policy.tokenizer.decode)
     return policy, value
 
 

@@ -191,14 +191,22 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot read problem" in r.stderr
     r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", str(tmp_path / "nope"), "--strategy", "greedy")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no model at" in r.stderr
-    # A value model whose base has another vocabulary is refused with one line.
+
+
+def test_decode_with_a_critic_of_another_vocabulary(tiny_model_dir, tmp_path):
+    """A value model whose base has another vocabulary reads the policy's text (TextValue): every
+    guided strategy runs with the pair and reports values of the programs it chose."""
+    from valuemodel.model import ValueModel
     other = make_tiny_model(str(tmp_path / "other"), seed=3, vocab=400)
     vm2 = str(tmp_path / "vm2")
     ValueModel.from_base(other, last_layers=1, dtype="float32", device="cpu").save(vm2)
-    r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", tiny_model_dir, "--value", vm2,
-                "--strategy", "best_of_k")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "does not share the policy's tokenizer" in r.stderr
+    for strategy in ("best_of_k", "beam", "tree"):
+        r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", tiny_model_dir, "--value", vm2,
+                    "--strategy", strategy, "--k", "3", "--max-new-tokens", "12", "--beam-width", "2",
+                    "--expansions", "2", "--step", "4", "--max-branches", "2", "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = json.loads(r.stdout.splitlines()[0])
+        assert out["strategy"] == strategy and 0 <= out["value"] <= 1 and out["stats"]["value_tokens"] > 0
 
 
 def test_vllm_backend_without_vllm_is_one_clear_error():

@@ -89,3 +89,40 @@ def test_final_values_read_the_text_as_training_does(tiny_policy, text_value):
             prompt, _, _, whole = _whole(text_value, prompt_tokens, tiny_policy.decode(cont))
             assert final == pytest.approx(aggregate_values(whole[len(prompt):], how), abs=1e-5)
     text_value.aggregate = text_value.vm.aggregate = "last"
+
+
+def test_labels_of_another_tokenizer_cover_exactly_the_rollouts_own_text(tiny_policy, critic_dir, tmp_path):
+    """Rollout trees of the policy, trained on by a critic with another vocabulary: each row's
+    labelled critic tokens are exactly those that begin inside the rollout's own characters (after
+    the fork's prefix), and training on those rows runs."""
+    import json
+    import os
+
+    from datagen.export import to_rows
+    from datagen.tree import TreeConfig, grow_tree, judge_tree
+    from judge import load_dataset
+    from lm.policy import vocab_fingerprint
+    from valuemodel.model import ValueModel
+    from valuemodel.train import IGNORE, TrainConfig, make_features, train
+    apps = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
+    cfg = TreeConfig(forks=3, per_fork=2, trunk="reference", max_new_tokens=16, timeout=2)
+    rows = []
+    for problem in load_dataset(apps):
+        rows += to_rows(judge_tree(grow_tree(tiny_policy, problem, cfg), problem, cfg))
+    forked = [r for r in rows if r["label_start"] > 0]
+    assert forked and all(r["response_text"][:r["label_start_char"]] == tiny_policy.decode(r["response_tokens"][:r["label_start"]])
+                          for r in forked)
+    vm = ValueModel.from_base(critic_dir, last_layers=1, dtype="float32", device="cpu")
+    feats = make_features(rows, vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, 4096)
+    assert len(feats) == len(rows)
+    for row, f in zip(rows, feats):
+        spans = vm.tokenizer(row["response_text"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        labels = f["labels"][f["n_prompt"]:]
+        assert len(labels) == len(spans)
+        own = [start >= row["label_start_char"] for start, _ in spans]
+        assert [x != IGNORE for x in labels] == own
+        assert {x for x in labels if x != IGNORE} <= {float(row["label"])}
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    history = train(vm, str(data), str(tmp_path / "critic"), TrainConfig(epochs=1, cache=False), progress=False)
+    assert len(history) == 1 and history[0]["loss"] > 0

@@ -41,9 +41,15 @@ class ValueConfig(_ValueConfigKeys, total=False):
     checks it): the base it is a delta on, and how its values are read."""
     trunk_layers: int | None
     aggregate: str
+    prompt_format: str     # how another policy's prompt is read (PROMPT_FORMAT)
     model_type: str
     train: dict            # how it was trained (valuemodel.train)
 
+
+# How a value model with another tokenizer than the policy's reads the policy's prompt: as the text the
+# policy rendered it to (its chat template), tokenized by the value model (valuemodel.text_value), the
+# way training rows carry it (`prompt_text`).
+PROMPT_FORMAT = "policy_text"
 
 # How a finished program's value is read from its per-token values: the last token's (the paper's),
 # or the mean logit over the program's tokens (a whole-program average, steadier for ranking).
@@ -162,6 +168,8 @@ def read_checkpoint_config(path):
         raise ValueModelError(f"value checkpoint {path}: trunk_layers must be a positive integer or null, not {trunk!r}")
     if cfg.get("aggregate", "last") not in AGGREGATES:
         raise ValueModelError(f"value checkpoint {path}: unknown aggregate {cfg['aggregate']!r} in {DELTA_CONFIG}")
+    if cfg.get("prompt_format", PROMPT_FORMAT) != PROMPT_FORMAT:
+        raise ValueModelError(f"value checkpoint {path}: unknown prompt_format {cfg['prompt_format']!r} in {DELTA_CONFIG}")
     return cfg
 
 
@@ -309,7 +317,7 @@ class ValueModel:
         with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:
             save_file(delta, tmp)
         cfg: ValueConfig = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
-                            "aggregate": self.aggregate, "base_signature": self.signature,
+                            "aggregate": self.aggregate, "prompt_format": PROMPT_FORMAT, "base_signature": self.signature,
                             "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 

@@ -61,17 +61,17 @@ def read_rows(path):
 def encode_row(row, tokenizer, fingerprint, base_name):
     """(input ids, number of prompt tokens, label start within the response) in the value
     model's own tokenization. Token ids are reused when the tokenizers match; otherwise the texts
-    are re-tokenized and the label start is mapped through character offsets."""
+    are re-tokenized (prompt and response apart, as valuemodel.text_value reads them) and the
+    labels start at the first token that begins at or after the rollout's own first character
+    (`label_start_char`; rows from trees older than it: a proportional estimate)."""
     same = row.get("tokenizer") == fingerprint or (row.get("tokenizer") is None and row.get("policy") == base_name)
     if same:
         return row["prompt_tokens"] + row["response_tokens"], len(row["prompt_tokens"]), row["label_start"]
     prompt = tokenizer(row["prompt_text"], add_special_tokens=False)["input_ids"]
     enc = tokenizer(row["response_text"], add_special_tokens=False, return_offsets_mapping=True)
-    # Where the labelled part starts in characters: the decoded policy tokens before label_start.
-    from_char = len(row["response_text"]) if row["label_start"] >= len(row["response_tokens"]) else None
+    from_char = row.get("label_start_char")
     if from_char is None:
-        prefix_text = row.get("label_prefix_text")
-        from_char = len(prefix_text) if prefix_text is not None else _char_start(row)
+        from_char = len(row["response_text"]) if row["label_start"] >= len(row["response_tokens"]) else _char_start(row)
     starts = [s for s, _ in enc["offset_mapping"]]
     return prompt + enc["input_ids"], len(prompt), bisect.bisect_left(starts, from_char)
 
