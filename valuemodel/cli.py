@@ -3,10 +3,9 @@
 import json
 import os
 
-from common.cli import OneLineParser, die, dispatch
+from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
 from judge.problems import load_problem
 from lm.options import DEFAULT_POLICY, MODEL_HELP
-from valuemodel.model import AGGREGATES
 
 
 def fail(message):
@@ -41,9 +40,7 @@ def training_file(path):
 
 def train_config(args):
     from valuemodel.train import TrainConfig
-    return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                       seed=args.seed, pairwise=args.pairwise, weight_decay=args.weight_decay, cache=not args.no_cache,
-                       aggregate=args.aggregate, probe_l2=args.probe_l2)
+    return config_from_args(TrainConfig, args, cache=not args.no_cache)
 
 
 def cmd_cv(args):
@@ -111,6 +108,7 @@ def cmd_eval(args):
 
 
 def main(argv=None):
+    from valuemodel.train import TrainConfig
     parser = OneLineParser(prog="valuemodel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     t = sub.add_parser("train", help="train the value head (+ last N layers) on a datagen export")
@@ -123,20 +121,7 @@ def main(argv=None):
         p.add_argument("--trunk-layers", type=int, default=None,
                        help="keep only the first N decoder layers of the base: the head reads the hidden state after "
                             "layer N (a cheaper critic; choose N with `python3 -m bench.layer_probe cv`; default: all)")
-        p.add_argument("--epochs", type=float, default=2.0)
-        p.add_argument("--lr", type=float, default=1e-4)
-        p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: plain Adam)")
-        p.add_argument("--batch-size", type=int, default=16, help="rollouts per batch, all of one problem (default 16)")
-        p.add_argument("--max-length", type=int, default=2048, help="tokens per example (prompt + response)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--pairwise", type=float, default=1.0,
-                       help="weight of the within-problem (pass, fail) ranking term on last-token values (0: BCE only)")
-        p.add_argument("--aggregate", choices=AGGREGATES, default="last",
-                       help="a finished program's value, as ranking reads it and the pairwise term trains it: the "
-                       "last token's value (default, the paper's) or the mean logit over the program's tokens")
-        p.add_argument("--probe-l2", type=float, default=0.0,
-                       help="> 0 (with --last-layers 0): fit the head first as a convex within-problem ranking probe "
-                       "with this L2 weight on standardized features, then run --epochs (0 allowed) of the usual loss")
+        add_config_options(p, TrainConfig, exclude=("cache", "logging_steps"))
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")

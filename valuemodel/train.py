@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common.cli import ConfigError
+from common.cli import ConfigError, option
 from common.store import StoreError, atomic_path, read_jsonl
 from datagen.export import ExampleRow
 from lm.policy import vocab_fingerprint
-from valuemodel.model import head_module
+from valuemodel.model import AGGREGATES, head_module
 
 IGNORE = -100.0
 STATE = "train_state.pt"
@@ -40,16 +40,22 @@ STATE = "train_state.pt"
 
 @dataclass
 class TrainConfig:
-    epochs: float = 2.0
-    lr: float = 1e-4
-    batch_size: int = 16          # rollouts per batch; a problem with more is split
-    max_length: int = 2048
-    seed: int = 0
-    pairwise: float = 1.0         # weight of the within-problem ranking term (0: BCE only)
-    weight_decay: float = 0.0     # AdamW decoupled weight decay (0: plain Adam, the paper's setting)
-    aggregate: str = "last"       # a program's value for ranking: "last" token's, or "mean" over its tokens
-    probe_l2: float = 0.0         # > 0 (head only): first fit the head as a convex within-problem probe
-    cache: bool = True            # compute the frozen layers once (else every step)
+    """Training settings; `valuemodel train` and `valuemodel cv` take their options from these fields."""
+    epochs: float = option(2.0, "epochs (default %(default)s; a fraction runs part of the last one)")
+    lr: float = option(1e-4, "learning rate (default %(default)s)")
+    batch_size: int = option(16, "rollouts per batch, all of one problem (default %(default)s)")
+    max_length: int = option(2048, "tokens per example (prompt + response; default %(default)s)")
+    seed: int = option(0, "data order and folds (default %(default)s)")
+    pairwise: float = option(1.0, "weight of the within-problem (pass, fail) ranking term on the programs' values "
+                                  "(0: BCE only; default %(default)s)")
+    weight_decay: float = option(0.0, "AdamW weight decay (default %(default)s: plain Adam, the paper's setting)")
+    aggregate: str = option("last", "a finished program's value, as ranking reads it and the pairwise term trains it: "
+                                    "the last token's value (default, the paper's) or the mean logit over the "
+                                    "program's tokens", choices=AGGREGATES)
+    probe_l2: float = option(0.0, "> 0 (with --last-layers 0): fit the head first as a convex within-problem ranking "
+                                  "probe with this L2 weight on standardized features, then run --epochs (0 allowed) "
+                                  "of the usual loss")
+    cache: bool = True            # compute the frozen layers once (else every step): the --no-cache option
     logging_steps: int = 10
 
 
