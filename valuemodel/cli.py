@@ -6,6 +6,7 @@ import os
 from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
 from judge.problems import load_problem
 from lm.options import DEFAULT_POLICY, MODEL_HELP
+from valuemodel.model import aggregate_values
 
 
 def fail(message):
@@ -73,7 +74,7 @@ def cmd_score(args):
         fail(f"cannot read program {args.program}: {exc.strerror}")
     except UnicodeDecodeError:
         fail(f"program {args.program} is not UTF-8 text")
-    vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
+    vm = served(ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device), args)
     tok = vm.tokenizer
     msgs = messages(problem)
     if getattr(tok, "chat_template", None):
@@ -82,23 +83,32 @@ def cmd_score(args):
         prompt = tok("\n\n".join(m["content"] for m in msgs) + "\n\n")["input_ids"]
     response = tok(reference_response(problem, program), add_special_tokens=False)["input_ids"]
     values = vm.values([prompt + response])[0][len(prompt):]
-    out = {"value": values[-1], "tokens": len(response)}
+    out = {"value": aggregate_values(values, vm.aggregate), "aggregate": vm.aggregate, "tokens": len(response)}
     if args.curve:
         out["curve"] = [{"token": tok.decode([t]), "value": v} for t, v in zip(response, values)]
     if args.json:
         print(json.dumps(out))
         return
-    print(f"value {out['value']:.4f} (P(pass) at the last of {len(response)} tokens)")
+    read = "at the last" if vm.aggregate == "last" else "from the mean logit"
+    print(f"value {out['value']:.4f} (P(pass) {read} of {len(response)} tokens)")
     if args.curve:
         for i, c in enumerate(out["curve"]):
             print(f"{i:5d} {c['value']:.4f} {c['token']!r}")
+
+
+def served(vm, args):
+    """The value model as scored: on transformers, or (--backend vllm) on vLLM's pooling runner."""
+    if args.backend == "vllm":
+        from valuemodel.vllm_value import VLLMValue
+        return VLLMValue(vm, dtype=args.dtype, max_model_len=args.max_length)
+    return vm
 
 
 def cmd_eval(args):
     from valuemodel.evaluate import evaluate, read_eval_data
     from valuemodel.model import ValueModel
     data = read_eval_data(args.data)
-    vm = ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device)
+    vm = served(ValueModel.load(args.value, base=args.base, dtype=args.dtype, device=args.device), args)
     report = evaluate(vm, args.data, args.out, max_length=args.max_length, data=data)
     if args.json:
         print(json.dumps(report))
@@ -145,8 +155,11 @@ def main(argv=None):
                        if p in (t, c) else "auto, float32 or bfloat16")
         p.add_argument("--device", default="auto")
         p.add_argument("--json", action="store_true")
+    s.add_argument("--max-length", type=int, default=4096, help="vllm: the engine's longest sequence")
     for p in (s, e):
         p.add_argument("--base", default=None, help="base model location, if moved since training")
+        p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                       help="score on transformers (default) or on vLLM's pooling runner (pip install 'forkcode[vllm]')")
     args = parser.parse_args(argv)
     dispatch("valuemodel", {"train": cmd_train, "cv": cmd_cv, "score": cmd_score, "eval": cmd_eval}, args)
 

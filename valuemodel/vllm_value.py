@@ -26,6 +26,7 @@ class VLLMValue:
         from lm.policy import cache_root
         from lm.vllm_policy import make_llm
         self.vm, self.tokenizer, self.aggregate = vm, vm.tokenizer, vm.aggregate
+        self.base, self.last_layers = vm.base, vm.last_layers
         head = head_module(vm.model)[1]
         self.bias = float(head.bias.item()) if getattr(head, "bias", None) is not None else 0.0
         location = os.path.join(cache_root(), "vllm-value", self._key())
