@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 from collections import defaultdict
 
@@ -194,6 +195,7 @@ def main(argv=None):
     c.add_argument("--pool", choices=("mean", "late"), default="mean",
                    help="the last layer's pooling: mean over the program, or over its second half")
     c.add_argument("--only-added", action="store_true", help="the added scalars alone (no hidden states)")
+    c.add_argument("--seeds", type=int, default=1, help="repeat the CV over this many fold assignments (mean and sd)")
     c.add_argument("--added-l2", type=float, default=1.0,
                    help="the added scalars' L2 penalty as a fraction of the hidden dimensions' (default 1: the same)")
     args = ap.parse_args(argv)
@@ -219,9 +221,13 @@ def main(argv=None):
         if add and not args.only_added:
             scale = torch.ones(x.shape[2])
             scale[-len(add):] = args.added_l2
+        runs = [cross_validate(x[:, layer - 1], labels, problems, args.l2, seed=seed, extra=more, l2_scale=scale)
+                for seed in range(args.seeds)]
         row = {"layer": layer, "add": list(add), "pool": args.pool, "only_added": args.only_added, "l2": args.l2,
-               "added_l2": args.added_l2, "cv": cross_validate(x[:, layer - 1], labels, problems, args.l2, extra=more,
-                                                               l2_scale=scale)}
+               "added_l2": args.added_l2, "cv": runs[0]}
+        if args.seeds > 1:  # the spread over fold assignments (the same rows: not a sampling interval)
+            row["cv_seeds"] = {k: {"mean": statistics.mean(r[k] for r in runs), "sd": statistics.stdev(r[k] for r in runs)}
+                               for k in ("within_auroc", "gap_closed")}
         if held:
             fx, fy, fp = x[:, layer - 1], labels, problems
             if more:

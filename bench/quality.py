@@ -140,7 +140,8 @@ def rank_samples(value, row: SampleRow) -> RunRow:
         stored.setdefault(s["program"], s)  # a folded copy's verdict is its first sample's
     before, start = value.tokens_scored, time.perf_counter()
     ranked = rank_candidates(value, row["prompt_tokens"],
-                             [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"]) for s in row["candidates"]])
+                             [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"], mean_logprob=s["mean_logprob"])
+                              for s in row["candidates"]])
     seconds = time.perf_counter() - start
     wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
     wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)

@@ -27,6 +27,7 @@ class ExampleRow(_ExampleKeys, total=False):
     response_text: str
     trunk_source: str
     label_start_char: int  # label_start in characters of response_text (trees older than it: estimated)
+    mean_logprob: float | None  # the policy's mean token log-prob of the whole response
     oversampled: bool      # a copy added by --balanced
 
 
@@ -121,7 +122,7 @@ def class_ratio(rows):
 def sample_examples(row: SampleRow):
     """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
     return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
-             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample"}
+             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample", "mean_logprob": c["mean_logprob"]}
             for i, c in enumerate(row["candidates"])]
 
 

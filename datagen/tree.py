@@ -14,7 +14,7 @@ from common.cli import ConfigError, option
 from common.store import SHALLOW
 from judge import ProblemError, judge, judge_many
 from judge.compare import MODES
-from lm.policy import SamplingParams, vocab_fingerprint
+from lm.policy import SamplingParams, mean_logprob, vocab_fingerprint
 from lm.prompts import (
     DEFAULT_FRAMING,
     FRAMINGS,
@@ -268,18 +268,23 @@ def _shared_chars(prefix, text):
 def examples(tree):
     """Training examples of a judged tree: every rollout and the trunk, with the per-token target
     (1 = the program passes) over its own generated tokens, from label_start on (label_start_char:
-    the same place in characters of response_text, for a value model with another tokenizer)."""
+    the same place in characters of response_text, for a value model with another tokenizer), and
+    the policy's mean token log-prob of the whole response."""
     trunk = tree["trunk"]
     out = [{"example_id": "trunk", "response_tokens": trunk["tokens"], "label": int(trunk["verdict"] == "pass"),
-            "label_start": 0, "label_start_char": 0, "response_text": trunk["text"], "trunk_source": trunk["source"]}]
+            "label_start": 0, "label_start_char": 0, "response_text": trunk["text"], "trunk_source": trunk["source"],
+            "mean_logprob": mean_logprob(trunk.get("logprobs"))}]
     for i, a in enumerate(tree.get("rejected_attempts", [])):  # sampled trunk attempts that were not kept
         out.append({"example_id": f"a{i}", "response_tokens": a["tokens"], "label": int(a["verdict"] == "pass"),
-                    "label_start": 0, "label_start_char": 0, "response_text": a["text"], "trunk_source": "sample"})
+                    "label_start": 0, "label_start_char": 0, "response_text": a["text"], "trunk_source": "sample",
+                    "mean_logprob": mean_logprob(a.get("logprobs"))})
     for r in tree["rollouts"]:
+        own = r.get("logprobs")
         out.append({"example_id": f"r{r['id']}", "response_tokens": trunk["tokens"][:r["prefix_len"]] + r["tokens"],
                     "label": int(r["verdict"] == "pass"), "label_start": r["prefix_len"],
                     **({"label_start_char": r["prefix_chars"]} if "prefix_chars" in r else {}),
-                    "response_text": r["text"], "trunk_source": trunk["source"]})
+                    "response_text": r["text"], "trunk_source": trunk["source"],
+                    "mean_logprob": mean_logprob(trunk.get("logprobs", [])[:r["prefix_len"]] + own) if own else None})
     return out
 
 

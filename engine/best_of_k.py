@@ -2,7 +2,7 @@
 at the last token: the outcome reward), return the best, with every candidate ranked."""
 
 from engine.result import Candidate, DecodeResult, Stats
-from lm.policy import SamplingParams
+from lm.policy import SamplingParams, mean_logprob
 from lm.prompts import build_program, extract_code, messages, stop_after_code
 
 
@@ -24,8 +24,9 @@ def sample_candidates(policy, problem, cfg, n, temperature):
 
 
 def rank_candidates(value, prompt, candidates, dedupe=True):
-    """The candidates best first by their value at the last token. With dedupe, identical programs
-    are scored once: later copies fold into the first (its `duplicates` counts them)."""
+    """The candidates best first by their value as finished programs (with the policy's mean token
+    log-prob of each, for a value model that reads it). With dedupe, identical programs are scored
+    once: later copies fold into the first (its `duplicates` counts them)."""
     if dedupe:
         unique = {}
         for c in candidates:
@@ -34,7 +35,8 @@ def rank_candidates(value, prompt, candidates, dedupe=True):
             else:
                 unique[c.program] = c
         candidates = list(unique.values())
-    finals = value.final_values(prompt, [c.tokens for c in candidates])
+    lps = [c.mean_logprob if c.mean_logprob is not None else mean_logprob(c.logprobs) for c in candidates]
+    finals = value.final_values(prompt, [c.tokens for c in candidates], lps)
     for c, v in zip(candidates, finals):
         c.value = v
     # Stable sort: among equal values the earlier sample wins.

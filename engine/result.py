@@ -17,7 +17,9 @@ class ValueFunction(Protocol):
     tokens_scored: int
 
     def values(self, sequences: list) -> list: ...   # per-token values for each token sequence
-    def final_values(self, prefix: list, continuations: list) -> list: ...  # each finished program's value
+    def final_values(self, prefix: list, continuations: list,
+                     mean_logprobs: list | None = None) -> list: ...  # each finished program's value
+    def program_value(self, values: list, mean_logprob: float | None = None) -> float: ...  # from token values
     def scorer(self): ...                             # incremental scorer: .extend(tokens), .fork()
 
 
@@ -60,6 +62,7 @@ class Candidate:
     duplicates: int = 0          # identical programs folded into this one
     origin: str = ""             # tree: "trunk" or the branch path
     logprobs: list = None        # the policy's log-probs of its tokens (sampled candidates)
+    mean_logprob: float | None = None  # their mean, where only it is kept (stored samples)
 
 
 @dataclass

@@ -125,8 +125,15 @@ def tree_search(policy, value, problem, cfg):
 
 
 def _candidate(policy, value, problem, r, reason):
+    from lm.policy import mean_logprob
     from valuemodel.model import aggregate_values
     text = policy.decode(r.tokens)
-    program_value = aggregate_values(r.values, getattr(value, "aggregate", "last")) if r.values else None
+    read = getattr(value, "program_value", None)  # a value model's own reading; else the plain aggregate
+    if not r.values:
+        program_value = None
+    elif read is not None:
+        program_value = read(r.values, mean_logprob(r.logprobs))
+    else:
+        program_value = aggregate_values(r.values, getattr(value, "aggregate", "last"))
     return Candidate(build_program(problem, extract_code(text)), text, list(r.tokens),
                      program_value, reason, origin=r.origin, logprobs=list(r.logprobs))

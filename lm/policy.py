@@ -158,6 +158,11 @@ class SamplingParams:
     ignore_eos: bool = False   # generate max_new_tokens whatever happens (benchmarks)
 
 
+def mean_logprob(logprobs):
+    """The mean of a completion's token log-probs (None when they are unknown)."""
+    return sum(logprobs) / len(logprobs) if logprobs else None
+
+
 @dataclass
 class Completion:
     tokens: list               # generated token ids (the stop/EOS token included when emitted)

@@ -13,9 +13,12 @@ VALUE=${VALUE:-valuemodel/qwen}
 STEPS=${STEPS:-"prompt train-samples more-samples humaneval heldout data cv train eval rank tree"}
 # The value model's training settings, chosen by 5-fold CV over the MBPP training problems
 # (results/qwen/critic-cv): the head alone, fitted as a within-problem probe on the mean over each
-# program's tokens, no further epochs.
+# program's tokens together with the policy's mean token log-prob of the program, no further
+# epochs, on the problems with both outcomes (the only ones the probe learns from).
 LAYERS=${LAYERS:-0} EPOCHS=${EPOCHS:-0} AGGREGATE=${AGGREGATE:-mean} PROBE=${PROBE:-0.3}
-TRAINING=(--last-layers "$LAYERS" --lr 1e-4 --aggregate "$AGGREGATE" --probe-l2 "$PROBE" --max-length 1024)
+EXTRA=${EXTRA:---logprob-feature --mixed-only}
+# shellcheck disable=SC2206  # EXTRA is a list of flags
+TRAINING=(--last-layers "$LAYERS" --lr 1e-4 --aggregate "$AGGREGATE" --probe-l2 "$PROBE" --max-length 1024 $EXTRA)
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 # A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
 if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
@@ -65,8 +68,8 @@ PY
     ;;
   cv)       # grouped 5-fold cross-validation of the training settings on the training problems only
     mkdir -p "$OUT/critic-cv"
-    valuemodel cv --data runs/qwen/train-data --base "$POLICY" "${TRAINING[@]}" --epochs 3 --json \
-      > "$OUT/critic-cv/cv-probe-mean-$PROBE-ep3.json"
+    valuemodel cv --data runs/qwen/train-data --base "$POLICY" "${TRAINING[@]}" --epochs "$EPOCHS" --json \
+      > "$OUT/critic-cv/cv-probe-mean-$PROBE${EXTRA:+-logprob}.json"
     ;;
   train)    # the value model on the policy's own model: a head (+ LAYERS layers) delta, bf16
     valuemodel train --data runs/qwen/train-data --base "$POLICY" --base-id Qwen/Qwen2.5-Coder-0.5B-Instruct \

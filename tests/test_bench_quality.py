@@ -96,7 +96,7 @@ class FakeValue:
     """Prefers the wrong program: 0.9 for one-token candidates, 0.4 otherwise."""
     tokens_scored = 0
 
-    def final_values(self, prefix, continuations):
+    def final_values(self, prefix, continuations, mean_logprobs=None):
         self.tokens_scored += len(prefix) + sum(map(len, continuations))
         return [0.9 if len(c) == 1 else 0.4 for c in continuations]
 

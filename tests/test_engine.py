@@ -45,7 +45,7 @@ class ScriptedValue:
     def scorer(self):
         return ScriptedScorer(self)
 
-    def final_values(self, prefix, continuations):
+    def final_values(self, prefix, continuations, mean_logprobs=None):
         return [v[-1] for v in self.values([list(prefix) + list(c) for c in continuations])]
 
     def values(self, sequences):
@@ -404,7 +404,10 @@ def test_backends_and_the_value_model_implement_their_protocols():
         return [n for n, v in vars(protocol).items() if inspect.isfunction(v) and not n.startswith("_")]
     for backend in (HFPolicy, VLLMPolicy):
         assert not [m for m in members(Policy) if not callable(getattr(backend, m, None))], backend
-    assert not [m for m in members(ValueFunction) if not callable(getattr(ValueModel, m, None))]
+    from valuemodel.text_value import TextValue
+    from valuemodel.vllm_value import VLLMValue
+    for value in (ValueModel, TextValue, VLLMValue):
+        assert not [m for m in members(ValueFunction) if not callable(getattr(value, m, None))], value
 
 
 def test_search_on_a_request_backend_equals_the_batched_rows(tiny_policy):

@@ -437,3 +437,47 @@ def test_a_critic_cut_at_n_layers_trains_saves_and_loads_on_the_full_base(tiny_m
     assert loaded.values([ids[0].tolist()])[0] == pytest.approx(vm.values([ids[0].tolist()])[0], abs=0.02)  # bf16 delta
     with pytest.raises(ValueError, match="trunk_layers"):
         ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu", trunk_layers=9)
+
+
+def test_a_probe_with_the_policy_log_prob_learns_its_weight_and_every_reader_applies_it(tiny_model_dir, tmp_path, monkeypatch):
+    """--logprob-feature: rows whose only within-problem signal is the policy's mean log-prob (their
+    tokens say nothing): the probe puts a positive weight on it, the checkpoint records it, and
+    final_values, program_value and best_of_k's ranking read it (and refuse to guess without it)."""
+    from engine.best_of_k import rank_candidates
+    from engine.result import Candidate
+    from valuemodel.model import ValueModelError, aggregate_values
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for p in range(10):
+        for r in range(4):
+            rows.append({"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
+                         "prompt_tokens": [5 + p, 6, 7], "response_tokens": [20 + (p * 7 + r * 3 + j) % 150 for j in range(6)],
+                         "label": r % 2, "label_start": 0, "prompt_text": "", "response_text": "",
+                         # Higher for the passing rows of a problem, but not across problems: finite weights.
+                         "mean_logprob": 0.2 * p - 1.5 + (0.3 if r % 2 else 0.0) + 0.01 * r})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = TrainConfig(epochs=0, probe_l2=0.3, aggregate="mean", logprob_feature=True)
+    report = cross_validate(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"),
+                            str(data), cfg, folds=5, progress=False)
+    assert report["curve"][0]["within_problem_auroc"] > 0.9
+    train(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"), str(data),
+          str(tmp_path / "lp"), cfg, progress=False)
+    vm = ValueModel.load(str(tmp_path / "lp"), dtype="float32", device="cpu")
+    assert vm.logprob_weight > 0 and vm.aggregate == "mean"
+    prompt, conts, lps = rows[0]["prompt_tokens"], [rows[i]["response_tokens"] for i in (0, 1)], [-1.5, -1.2]
+    finals = vm.final_values(prompt, conts, lps)
+    per_token = [v[len(prompt):] for v in vm.values([prompt + c for c in conts])]
+    assert finals == pytest.approx([vm.program_value(v, lp) for v, lp in zip(per_token, lps)], abs=1e-5)
+    assert finals == pytest.approx([aggregate_values(v, "mean", lp, vm.logprob_weight) for v, lp in zip(per_token, lps)], abs=1e-5)
+    assert finals[1] > finals[0]
+    ranked = rank_candidates(vm, prompt, [Candidate("a", "", conts[0], None, "eos", logprobs=[-1.5] * 6),
+                                          Candidate("b", "", conts[1], None, "eos", mean_logprob=-1.2)])
+    assert [c.program for c in ranked] == ["b", "a"] and [c.value for c in ranked] == pytest.approx(finals[::-1], abs=1e-6)
+    with pytest.raises(ValueModelError, match="log-prob"):
+        vm.final_values(prompt, conts)
+    with pytest.raises(ValueError, match="--epochs 0"):
+        train(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"), str(data),
+              str(tmp_path / "lp2"), TrainConfig(epochs=1, probe_l2=0.3, aggregate="mean", logprob_feature=True),
+              progress=False)

@@ -6,7 +6,6 @@ from collections import defaultdict
 from common.store import StoreError, write_json_atomic, write_text_atomic
 from lm.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
-from valuemodel.model import aggregate_values
 from valuemodel.train import encode_row, read_rows
 
 
@@ -42,7 +41,8 @@ def read_eval_data(data_dir):
 def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
     data = data or read_eval_data(data_dir)
     os.makedirs(out_dir, exist_ok=True)
-    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers, "aggregate": vm.aggregate}, "data": os.path.abspath(data_dir)}
+    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers, "aggregate": vm.aggregate,
+                              "logprob_weight": vm.logprob_weight}, "data": os.path.abspath(data_dir)}
     scored = {}
     for name in ("test", "test_balanced"):
         rows = data[name]
@@ -56,7 +56,7 @@ def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
         else:
             scored[name] = (rows, score_rows(vm, rows, max_length, progress=progress))
         rows, results = scored[name]
-        finals = [aggregate_values(c[s:] or c[-1:], vm.aggregate) for c, s, _ in results]
+        finals = [vm.program_value(c[s:] or c[-1:], r.get("mean_logprob")) for r, (c, s, _) in zip(rows, results)]
         if name == "test":
             test_finals = finals
         labels = [y for _, _, y in results]

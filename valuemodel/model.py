@@ -41,6 +41,7 @@ class ValueConfig(_ValueConfigKeys, total=False):
     checks it): the base it is a delta on, and how its values are read."""
     trunk_layers: int | None
     aggregate: str
+    logprob_weight: float  # the policy's mean token log-prob's weight in a program's logit (0: not read)
     prompt_format: str     # how another policy's prompt is read (PROMPT_FORMAT)
     model_type: str
     train: dict            # how it was trained (valuemodel.train)
@@ -56,12 +57,21 @@ PROMPT_FORMAT = "policy_text"
 AGGREGATES = ("last", "mean")
 
 
-def aggregate_values(values, how="last"):
-    """A program's value from its tokens' values (sigmoid outputs), as `how` says."""
-    if how == "mean":
-        logits = [math.log(max(v, 1e-7) / max(1 - v, 1e-7)) for v in values]
-        return 1 / (1 + math.exp(-sum(logits) / len(logits)))
-    return values[-1]
+def _logit(v):
+    return math.log(max(v, 1e-7) / max(1 - v, 1e-7))
+
+
+def aggregate_values(values, how="last", mean_logprob=None, logprob_weight=0.0):
+    """A program's value from its tokens' values (sigmoid outputs), as `how` says. A checkpoint
+    fitted with the policy's log-prob (`logprob_weight` != 0, see valuemodel.train) adds that weight
+    times the policy's mean token log-prob of the program to the program's logit."""
+    logit = sum(_logit(v) for v in values) / len(values) if how == "mean" else _logit(values[-1])
+    if not logprob_weight:
+        return 1 / (1 + math.exp(-logit)) if how == "mean" else values[-1]
+    if mean_logprob is None:
+        raise ValueModelError("this value model reads the policy's mean token log-prob of a program, and none was given")
+    return 1 / (1 + math.exp(-(logit + logprob_weight * mean_logprob)))
+
 
 
 class ValueModelError(ModelError):
@@ -168,6 +178,11 @@ def read_checkpoint_config(path):
         raise ValueModelError(f"value checkpoint {path}: trunk_layers must be a positive integer or null, not {trunk!r}")
     if cfg.get("aggregate", "last") not in AGGREGATES:
         raise ValueModelError(f"value checkpoint {path}: unknown aggregate {cfg['aggregate']!r} in {DELTA_CONFIG}")
+    weight = cfg.get("logprob_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise ValueModelError(f"value checkpoint {path}: logprob_weight must be a number, not {weight!r}")
+    if weight and cfg.get("aggregate", "last") != "mean":
+        raise ValueModelError(f"value checkpoint {path}: logprob_weight needs aggregate mean")
     if cfg.get("prompt_format", PROMPT_FORMAT) != PROMPT_FORMAT:
         raise ValueModelError(f"value checkpoint {path}: unknown prompt_format {cfg['prompt_format']!r} in {DELTA_CONFIG}")
     return cfg
@@ -184,6 +199,7 @@ class ValueModel:
         truncate_trunk(model, trunk_layers)
         self.trunk_layers = trunk_layers if trunk_layers != self.signature["shape"]["num_hidden_layers"] else None
         self.aggregate = "last"
+        self.logprob_weight = 0.0  # weight of the policy's mean token log-prob in a program's value
         self.device = next(model.parameters()).device
         self.tokens_scored = 0
         self._shared = {}  # id(policy model) -> whether this is a head on that very model
@@ -252,6 +268,7 @@ class ValueModel:
             raise ValueModelError(f"value checkpoint {path} lacks {len(missing)} tensors, e.g. {sorted(missing)[0]}")
         vm.model.load_state_dict(delta, strict=False)
         vm.aggregate = cfg.get("aggregate", "last")
+        vm.logprob_weight = cfg.get("logprob_weight", 0.0)
         return vm
 
     # -- the frozen bottom and the trained top (training reads the bottom once: valuemodel/train.py)
@@ -317,7 +334,8 @@ class ValueModel:
         with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:
             save_file(delta, tmp)
         cfg: ValueConfig = {"base": self.base, "last_layers": self.last_layers, "trunk_layers": self.trunk_layers,
-                            "aggregate": self.aggregate, "prompt_format": PROMPT_FORMAT, "base_signature": self.signature,
+                            "aggregate": self.aggregate, "logprob_weight": self.logprob_weight,
+                            "prompt_format": PROMPT_FORMAT, "base_signature": self.signature,
                             "model_type": self.model.config.model_type, **(extra or {})}
         write_json_atomic(os.path.join(path, DELTA_CONFIG), cfg)
 
@@ -339,16 +357,22 @@ class ValueModel:
         v = torch.sigmoid(logits)
         return [v[i, :len(s)].tolist() for i, s in enumerate(sequences)]
 
+    def program_value(self, values, mean_logprob=None):
+        """A finished program's value from its tokens' values, as this checkpoint reads it."""
+        return aggregate_values(values, self.aggregate, mean_logprob, self.logprob_weight)
+
     @torch.inference_mode()
-    def final_values(self, prefix, continuations):
+    def final_values(self, prefix, continuations, mean_logprobs=None):
         """Each continuation c's value as a finished program (prefix + c, read as `self.aggregate`
-        says: at its last token, or the mean over c's tokens): the shared prefix is run once and
+        says: at its last token, or the mean over c's tokens; plus the policy's mean token log-prob
+        of c, `mean_logprobs`, for a checkpoint fitted with it): the shared prefix is run once and
         every continuation reads its KV cache, all in one batch (right padding)."""
         from transformers import DynamicCache
         prefix, continuations = list(prefix), [list(c) for c in continuations]
+        lps = list(mean_logprobs) if mean_logprobs is not None else [None] * len(continuations)
         if not prefix or not all(continuations):
-            return [aggregate_values(v[len(prefix):] or v[-1:], self.aggregate)
-                    for v in self.values([prefix + c for c in continuations])]
+            return [self.program_value(v[len(prefix):] or v[-1:], lp)
+                    for v, lp in zip(self.values([prefix + c for c in continuations]), lps)]
         pad = self.tokenizer.pad_token_id
         cache = DynamicCache()
         self.model.base_model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache,
@@ -360,12 +384,18 @@ class ValueModel:
                             device=self.device)
         out = self.model.base_model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         self.tokens_scored += len(prefix) + sum(len(c) for c in continuations)
+        head = head_module(self.model)[1]
         if self.aggregate == "mean":
-            logits = head_module(self.model)[1](out.last_hidden_state).float()[..., 0]
             keep = mask[:, len(prefix):].float()
-            return torch.sigmoid((logits * keep).sum(1) / keep.sum(1)).tolist()
-        last = out.last_hidden_state[torch.arange(k), torch.tensor([len(c) - 1 for c in continuations])]
-        return self._head(last).tolist()
+            logits = (head(out.last_hidden_state).float()[..., 0] * keep).sum(1) / keep.sum(1)
+        else:
+            last = out.last_hidden_state[torch.arange(k), torch.tensor([len(c) - 1 for c in continuations])]
+            logits = head(last).float()[..., 0]
+        if self.logprob_weight:
+            if any(lp is None for lp in lps):
+                raise ValueModelError("this value model reads the policy's mean token log-prob of a program, and none was given")
+            logits = logits + self.logprob_weight * torch.tensor(lps, device=logits.device)
+        return torch.sigmoid(logits).tolist()
 
     def scorer(self):
         return IncrementalScorer(self)

@@ -56,10 +56,15 @@ class TextValue:
             self._prompts[key] = self.encode(self.prompt_decode(list(prompt_tokens)))[0]
         return self._prompts[key]
 
-    def final_values(self, prefix, continuations):
+    def final_values(self, prefix, continuations, mean_logprobs=None):
         """Each continuation's value as a finished program, read over the critic's own tokens of its
-        text as the checkpoint's aggregate says (the way training read it)."""
-        return self.vm.final_values(self.prompt_ids(prefix), [self.encode(self.decode(list(c)))[0] for c in continuations])
+        text as the checkpoint's aggregate says (the way training read it); `mean_logprobs` are the
+        policy's, for a checkpoint that reads them."""
+        return self.vm.final_values(self.prompt_ids(prefix), [self.encode(self.decode(list(c)))[0] for c in continuations],
+                                    mean_logprobs)
+
+    def program_value(self, values, mean_logprob=None):
+        return self.vm.program_value(values, mean_logprob)
 
     def values(self, sequences):
         """Per-policy-token values of whole token sequences (each read as one text)."""

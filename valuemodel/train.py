@@ -55,6 +55,10 @@ class TrainConfig:
     probe_l2: float = option(0.0, "> 0 (with --last-layers 0): fit the head first as a convex within-problem ranking "
                                   "probe with this L2 weight on standardized features, then run --epochs (0 allowed) "
                                   "of the usual loss")
+    logprob_feature: bool = option(False, "with --probe-l2: the probe also weighs the policy's mean token log-prob of each "
+                                          "program (rows carry it: mean_logprob), recorded as the checkpoint's logprob_weight")
+    mixed_only: bool = option(False, "train only on problems whose rows have both outcomes (all a within-problem probe "
+                                     "learns from: about half the frozen cache on MBPP)")
     cache: bool = True            # compute the frozen layers once (else every step): the --no-cache option
     logging_steps: int = 10
 
@@ -95,8 +99,17 @@ def make_features(rows, tokenizer, fingerprint, base_name, max_length):
         ids, labels = ids[:max_length], labels[:max_length]
         if any(x != IGNORE for x in labels):
             feats.append({"input_ids": ids, "labels": labels, "n_prompt": min(n_prompt, len(ids)),
-                          "problem_id": r.get("problem_id", ""), "label": int(r["label"])})
+                          "problem_id": r.get("problem_id", ""), "label": int(r["label"]),
+                          "mean_logprob": r.get("mean_logprob")})
     return feats
+
+
+def mixed_problems_only(feats):
+    """The features of problems with both a passing and a failing row."""
+    outcomes = defaultdict(set)
+    for f in feats:
+        outcomes[f["problem_id"]].add(f["label"])
+    return [f for f in feats if len(outcomes[f["problem_id"]]) == 2]
 
 
 def collate(features, pad_id):
@@ -286,8 +299,11 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         raise StoreError(f"{data_path} holds no training rows")
     fingerprint = vocab_fingerprint(vm.tokenizer)
     feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
+    if cfg.mixed_only:
+        feats = mixed_problems_only(feats)
     if not feats:
-        raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}")
+        raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}"
+                         + (" in a problem with both outcomes" if cfg.mixed_only else ""))
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
@@ -350,6 +366,13 @@ def evaluate_loss(vm, feats, cfg):
     return sum(losses) / len(losses)
 
 
+# The policy's mean token log-prob's L2 penalty in the probe, relative to each hidden dimension's: one
+# strong scalar beside hundreds of dimensions (chosen by 5-fold CV on the MBPP training problems,
+# results/qwen/critic-cv/logprob-feature.jsonl, 6 fold assignments: within-problem AUROC 0.708 at 0.1 and
+# 0.01, 0.699 at 1; 0.1 closed more of the gap, 32% vs 31%; without the log-prob 0.681 and 30%).
+LOGPROB_L2_SCALE = 0.1
+
+
 def fit_probe(vm, frozen, indices, cfg):
     """Head-only warm start: the head that best orders each problem's (pass, fail) pairs by their
     rollout features (the aggregate of the final hidden states: mean over the rollout's tokens, or
@@ -363,13 +386,27 @@ def fit_probe(vm, frozen, indices, cfg):
     with torch.no_grad():
         x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
     y = [feats[i]["label"] for i in indices]
-    direction, scale, bias, pairs = pairwise_probe(x, y, [feats[i]["problem_id"] for i in indices], cfg.probe_l2)
+    l2_scale = None
+    if cfg.logprob_feature:
+        if cfg.aggregate != "mean" or cfg.epochs:
+            raise ConfigError("--logprob-feature is fitted by the probe alone on a program's mean: use --aggregate mean "
+                              "and --epochs 0")
+        lps = [feats[i]["mean_logprob"] for i in indices]
+        if any(lp is None for lp in lps):
+            raise ConfigError("--logprob-feature needs the policy's log-probs in every row (mean_logprob): export the "
+                              "data again with this forkcode")
+        x = torch.cat([x, torch.tensor(lps, dtype=x.dtype)[:, None]], 1)
+        l2_scale = torch.ones(x.shape[1])
+        l2_scale[-1] = LOGPROB_L2_SCALE
+    direction, scale, bias, pairs = pairwise_probe(x, y, [feats[i]["problem_id"] for i in indices], cfg.probe_l2, l2_scale)
+    vm.logprob_weight = scale * direction[-1].item() if cfg.logprob_feature else 0.0
     head = head_module(vm.model)[1]
+    hidden = direction[:-1] if cfg.logprob_feature else direction
     with torch.no_grad():
-        head.weight.copy_((scale * direction).reshape(head.weight.shape).to(head.weight.dtype))
+        head.weight.copy_((scale * hidden).reshape(head.weight.shape).to(head.weight.dtype))
         if getattr(head, "bias", None) is not None:
             head.bias.fill_(bias)
-    return {"pairs": pairs, "l2": cfg.probe_l2, "scale": scale, "bias": bias}
+    return {"pairs": pairs, "l2": cfg.probe_l2, "scale": scale, "bias": bias, "logprob_weight": vm.logprob_weight}
 
 
 def pairwise_probe(x, labels, problem_ids, l2, l2_scale=None):
@@ -423,11 +460,14 @@ def _rollout_feature(hidden, labels, aggregate):
 
 @torch.no_grad()
 def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
-    """Each feature's rollout logit (the value a best-of-k pick compares)."""
+    """Each feature's rollout logit (the value a best-of-k pick compares), with the policy's mean
+    log-prob term of a checkpoint that reads it."""
     out = []
     for s in range(0, len(indices), batch_size):
         hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
         out += rollout_logits(vm.top_logits(hidden, mask, final=frozen.final), labels, aggregate).tolist()
+    if vm.logprob_weight:
+        out = [x + vm.logprob_weight * frozen.feats[i]["mean_logprob"] for x, i in zip(out, indices)]
     return out
 
 
@@ -438,6 +478,8 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     never from a test set."""
     from valuemodel.metrics import selection, within_problem_auroc
     feats = make_features(read_rows(data_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
+    if cfg.mixed_only:
+        feats = mixed_problems_only(feats)
     problems = sorted({f["problem_id"] for f in feats})
     if len(problems) < folds:
         raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from valuemodel.model import aggregate_values, head_module, trainable_names
+from valuemodel.model import head_module, trainable_names
 
 
 class VLLMValue:
@@ -26,7 +26,7 @@ class VLLMValue:
         from lm.policy import cache_root
         from lm.vllm_policy import make_llm
         self.vm, self.tokenizer, self.aggregate = vm, vm.tokenizer, vm.aggregate
-        self.base, self.last_layers = vm.base, vm.last_layers
+        self.base, self.last_layers, self.logprob_weight = vm.base, vm.last_layers, vm.logprob_weight
         head = head_module(vm.model)[1]
         self.bias = float(head.bias.item()) if getattr(head, "bias", None) is not None else 0.0
         location = os.path.join(cache_root(), "vllm-value", self._key())
@@ -66,12 +66,16 @@ class VLLMValue:
         """Per-token values of each token sequence, all in one vLLM call."""
         return [torch.sigmoid(x).tolist() for x in self._logits(sequences)]
 
-    def final_values(self, prefix, continuations):
-        """Each continuation's value as a finished program (read as `aggregate` says); vLLM's
+    def final_values(self, prefix, continuations, mean_logprobs=None):
+        """Each continuation's value as a finished program (read as the checkpoint says); vLLM's
         prefix cache, where it serves pooling, finds the shared prefix."""
         prefix = list(prefix)
         per_token = self.values([prefix + list(c) for c in continuations])
-        return [aggregate_values(v[len(prefix):] or v[-1:], self.aggregate) for v in per_token]
+        lps = mean_logprobs if mean_logprobs is not None else [None] * len(per_token)
+        return [self.program_value(v[len(prefix):] or v[-1:], lp) for v, lp in zip(per_token, lps)]
+
+    def program_value(self, values, mean_logprob=None):
+        return self.vm.program_value(values, mean_logprob)
 
     def scorer(self):
         return self.vm.scorer()
