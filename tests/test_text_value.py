@@ -83,12 +83,12 @@ def test_final_values_read_the_text_as_training_does(tiny_policy, text_value):
     prompt_tokens = tiny_policy.prompt_tokens([{"role": "user", "content": "Add two numbers."}])
     conts = [tiny_policy.tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:2]]
     for how in ("last", "mean"):
-        text_value.aggregate = text_value.vm.aggregate = how
+        text_value.vm.aggregate = how
         finals = text_value.final_values(prompt_tokens, conts)
         for cont, final in zip(conts, finals):
             prompt, _, _, whole = _whole(text_value, prompt_tokens, tiny_policy.decode(cont))
             assert final == pytest.approx(aggregate_values(whole[len(prompt):], how), abs=1e-5)
-    text_value.aggregate = text_value.vm.aggregate = "last"
+    text_value.vm.aggregate = "last"
 
 
 def test_labels_of_another_tokenizer_cover_exactly_the_rollouts_own_text(tiny_policy, critic_dir, tmp_path):
@@ -126,3 +126,15 @@ def test_labels_of_another_tokenizer_cover_exactly_the_rollouts_own_text(tiny_po
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     history = train(vm, str(data), str(tmp_path / "critic"), TrainConfig(epochs=1, cache=False), progress=False)
     assert len(history) == 1 and history[0]["loss"] > 0
+
+
+def test_whole_sequence_values_map_the_critics_values_to_policy_tokens(tiny_policy, text_value):
+    from valuemodel.text_value import per_policy_token
+    seqs = [tiny_policy.tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:2]] + [[]]
+    got = text_value.values(seqs)
+    assert [len(g) for g in got] == [len(s) for s in seqs]
+    for seq, values in zip(seqs[:2], got):
+        ids, spans = text_value.encode(tiny_policy.decode(seq))
+        whole = text_value.vm.values([ids])[0]
+        ends = [len(tiny_policy.decode(seq[:i + 1])) for i in range(len(seq))]
+        assert values == pytest.approx(per_policy_token(whole, [s for s, _ in spans], ends, whole[0]), abs=1e-5)

@@ -34,8 +34,11 @@ class TextValue:
         self.vm, self.decode = vm, decode
         # The prompt as training rows carry it: the policy tokenizer's decode with special tokens kept.
         self.prompt_decode = prompt_decode or decode
-        self.aggregate = vm.aggregate
         self._prompts = {}
+
+    @property
+    def aggregate(self):
+        return self.vm.aggregate
 
     @property
     def tokens_scored(self):
@@ -67,12 +70,13 @@ class TextValue:
         return self.vm.program_value(values, mean_logprob)
 
     def values(self, sequences):
-        """Per-policy-token values of whole token sequences (each read as one text)."""
+        """Per-policy-token values of whole token sequences (each read as one text), in one batch."""
+        sequences = [list(s) for s in sequences]
+        encoded = [self.encode(self.decode(s)) for s in sequences]
+        scored = iter(self.vm.values([ids for ids, _ in encoded if ids]) if any(ids for ids, _ in encoded) else [])
         out = []
-        for seq in sequences:
-            seq = list(seq)
-            ids, spans = self.encode(self.decode(seq))
-            per_token = self.vm.values([ids])[0] if ids else []
+        for seq, (ids, spans) in zip(sequences, encoded):
+            per_token = next(scored) if ids else []
             before = per_token[0] if per_token else 0.5
             out.append(per_policy_token(per_token, [s for s, _ in spans], _char_ends(self.decode, seq, 0), before))
         return out
