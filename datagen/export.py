@@ -63,7 +63,7 @@ class _SampleCandidateKeys(TypedDict):
     passed: bool | int     # true/false (0/1 in older rows)
     verdict: str
     weight: int
-    mean_logprob: float
+    mean_logprob: float    # absent in rows older than it
 
 
 class SampleCandidate(_SampleCandidateKeys, total=False):
@@ -122,7 +122,7 @@ def class_ratio(rows):
 def sample_examples(row: SampleRow):
     """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
     return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
-             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample", "mean_logprob": c["mean_logprob"]}
+             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample", "mean_logprob": c.get("mean_logprob")}
             for i, c in enumerate(row["candidates"])]
 
 

@@ -58,7 +58,10 @@ def _python_dirs():
 def _sandbox_sys_path():
     """stdlib, lib-dynload and site-packages, without the caller's cwd or editable-install paths."""
     paths = sysconfig.get_paths()
-    wanted = [paths["stdlib"], paths["platstdlib"], os.path.join(paths["platstdlib"], "lib-dynload"),
+    # In a venv, platstdlib names the venv's lib dir: the stdlib's C modules (lib-dynload) live
+    # under the base interpreter's.
+    base = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
+    wanted = [base["stdlib"], base["platstdlib"], os.path.join(base["platstdlib"], "lib-dynload"),
               paths["purelib"], paths["platlib"]]
     wanted += [p for p in sys.path if p.endswith(".zip")]
     seen = []
