@@ -132,10 +132,17 @@ def build_root(job, uid):
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def drop_privileges(uid, rootless):
+def drop_privileges(uid, rootless, namespaces):
     """In each test child, just before the program runs."""
     if rootless:
-        # Only our own uid is mapped, so we stay "root" of the user namespace: drop every capability.
+        if namespaces:
+            # Only the judge's own uid is mapped, as root of the sandbox's user namespace: a nested
+            # one maps it to the sandbox uid, so the program is nobody's root (setuid(0) fails).
+            _check(libc.unshare(CLONE_NEWUSER), "unshare")
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} 0 1"), ("gid_map", f"{uid} 0 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        # A new user namespace grants every capability in it: drop them all.
         class Header(ctypes.Structure):
             _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
         data = (ctypes.c_uint32 * 6)()
@@ -321,12 +328,14 @@ def run_test(job, code, test, prelude, namespaces):
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
             os.closerange(4, 1 << 16)
+            # Its own process group: the sandbox server outside the pid namespace shares ours, and
+            # killpg(0) would reach it where the uids match (rootless).
+            os.setsid()
             if not namespaces:
-                os.setsid()
                 libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # CPython ignores it; we want the kill
             _set_limits(limits, timeout)
-            drop_privileges(job["uid"], job["rootless"])
+            drop_privileges(job["uid"], job["rootless"], namespaces)
             run_child(job, code, test, prelude)
         except BaseException:
             os.write(2, ("sandbox set-up failed: " + traceback.format_exc()).encode())

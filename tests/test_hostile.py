@@ -124,8 +124,9 @@ CASES = [
         import os, sys
         mark = '{mark}'.lower().upper()  # built at run time: the source itself must not match
         hits = []
-        # System and interpreter dirs are the host's public files (and can be gigabytes).
-        skip = ('/proc', '/usr', '/lib', sys.prefix, sys.base_prefix)
+        # System and interpreter dirs are the host's public files (and can be gigabytes: a venv's
+        # site-packages is on sys.path).
+        skip = ('/proc', '/usr', '/lib', sys.prefix, sys.base_prefix, *filter(None, sys.path))
         for root, dirs, files in os.walk('/'):
             if root.startswith(skip):
                 dirs[:] = []
