@@ -196,6 +196,10 @@ def atomic_path(path):
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
         yield tmp
+        if os.path.isfile(tmp):  # some writers (safetensors) create 0600 files: the umask decides
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.isdir(tmp):

@@ -140,3 +140,14 @@ def test_rows_are_checked_against_the_required_part_of_their_typed_record():
         assert re.fullmatch(message, schema_error({**good, **change}, Row)), change
     assert schema_error({k: v for k, v in good.items() if k != "label"}, Row) == "row lacks 'label'"
     assert schema_error([good], Row) == "row must be a JSON object"
+
+
+def test_atomic_path_gives_files_the_umasks_mode(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    path = str(tmp_path / "delta.safetensors")
+    with atomic_path(path) as tmp:
+        save_file({"w": torch.zeros(2)}, tmp)  # safetensors creates its file 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
