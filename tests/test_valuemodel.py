@@ -481,3 +481,13 @@ def test_a_probe_with_the_policy_log_prob_learns_its_weight_and_every_reader_app
         train(ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu"), str(data),
               str(tmp_path / "lp2"), TrainConfig(epochs=1, probe_l2=0.3, aggregate="mean", logprob_feature=True),
               progress=False)
+
+
+def test_a_new_head_does_not_depend_on_the_global_rng(tiny_model_dir):
+    from valuemodel.model import head_module
+    heads = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # what loading a model (a GGUF's first conversion) may have drawn
+        vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+        heads.append(head_module(vm.model)[1].weight.detach().clone())
+    assert torch.equal(heads[0], heads[1]) and heads[0].abs().sum() > 0

@@ -223,6 +223,14 @@ class ValueModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
+        # The new head's initialisation from a fixed seed, not the global RNG: loading (e.g. a GGUF's
+        # first conversion) draws from that RNG, so the same training run started differently.
+        head = head_module(model)[1]
+        with torch.no_grad():
+            head.weight.normal_(0.0, getattr(model.config, "initializer_range", 0.02),
+                                generator=torch.Generator(device=head.weight.device).manual_seed(0))
+            if getattr(head, "bias", None) is not None:
+                head.bias.zero_()
         model.to(device).eval()
         vm = cls(model, tokenizer, base, last_layers, trunk_layers)
         vm.freeze()
