@@ -21,7 +21,7 @@ import torch
 
 from engine.batch import Frontier, advance, run_one
 from engine.result import Candidate, DecodeResult, Stats
-from lm.policy import SamplingParams
+from lm.policy import SamplingParams, mean_logprob
 from lm.prompts import build_program, extract_code, messages, stop_after_code
 
 
@@ -125,7 +125,6 @@ def tree_search(policy, value, problem, cfg):
 
 
 def _candidate(policy, value, problem, r, reason):
-    from lm.policy import mean_logprob
     from valuemodel.model import aggregate_values
     text = policy.decode(r.tokens)
     read = getattr(value, "program_value", None)  # a value model's own reading; else the plain aggregate

@@ -69,13 +69,19 @@ def aggregate_values(values, how="last", mean_logprob=None, logprob_weight=0.0):
     if not logprob_weight:
         return 1 / (1 + math.exp(-logit)) if how == "mean" else values[-1]
     if mean_logprob is None:
-        raise ValueModelError("this value model reads the policy's mean token log-prob of a program, and none was given")
+        raise MissingLogprob()
     return 1 / (1 + math.exp(-(logit + logprob_weight * mean_logprob)))
-
 
 
 class ValueModelError(ModelError):
     """A value checkpoint that cannot be used (missing, or made for another base)."""
+
+
+class MissingLogprob(ValueModelError):
+    """A checkpoint fitted with the policy's log-prob, read without it: it refuses to guess."""
+
+    def __init__(self):
+        super().__init__("this value model reads the policy's mean token log-prob of a program, and none was given")
 
 
 def decoder_layers(model):
@@ -401,7 +407,7 @@ class ValueModel:
             logits = head(last).float()[..., 0]
         if self.logprob_weight:
             if any(lp is None for lp in lps):
-                raise ValueModelError("this value model reads the policy's mean token log-prob of a program, and none was given")
+                raise MissingLogprob()
             logits = logits + self.logprob_weight * torch.tensor(lps, device=logits.device)
         return torch.sigmoid(logits).tolist()
 

@@ -62,6 +62,11 @@ class TrainConfig:
     cache: bool = True            # compute the frozen layers once (else every step): the --no-cache option
     logging_steps: int = 10
 
+    def __post_init__(self):  # before any model loads or frozen cache builds
+        if self.logprob_feature and (self.probe_l2 <= 0 or self.aggregate != "mean" or self.epochs):
+            raise ConfigError("--logprob-feature is fitted by the probe alone on a program's mean: use --probe-l2 > 0, "
+                              "--aggregate mean and --epochs 0")
+
 
 def read_rows(path):
     """An export's rows (datagen export), each checked for the fields training reads."""
@@ -101,6 +106,18 @@ def make_features(rows, tokenizer, fingerprint, base_name, max_length):
             feats.append({"input_ids": ids, "labels": labels, "n_prompt": min(n_prompt, len(ids)),
                           "problem_id": r.get("problem_id", ""), "label": int(r["label"]),
                           "mean_logprob": r.get("mean_logprob")})
+    return feats
+
+
+def training_features(vm, rows, cfg):
+    """The features train and cross_validate learn from: rows within max_length, of the problems
+    with both outcomes under --mixed-only, each with the policy's mean log-prob under --logprob-feature."""
+    feats = make_features(rows, vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
+    if cfg.mixed_only:
+        feats = mixed_problems_only(feats)
+    if cfg.logprob_feature and any(f["mean_logprob"] is None for f in feats):
+        raise ConfigError("--logprob-feature needs the policy's log-probs in every row (mean_logprob): export the "
+                          "data again with this forkcode")
     return feats
 
 
@@ -297,10 +314,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     rows = read_rows(data_path)
     if not rows:
         raise StoreError(f"{data_path} holds no training rows")
-    fingerprint = vocab_fingerprint(vm.tokenizer)
-    feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
-    if cfg.mixed_only:
-        feats = mixed_problems_only(feats)
+    feats = training_features(vm, rows, cfg)
     if not feats:
         raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}"
                          + (" in a problem with both outcomes" if cfg.mixed_only else ""))
@@ -339,7 +353,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
             torch.save(state, tmp)
     eval_loss = None
     if eval_path:
-        eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, fingerprint, vm.base,
+        eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base,
                                                     cfg.max_length), cfg)
     vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
         "data": os.path.abspath(data_path), "examples": len(feats),
@@ -387,14 +401,8 @@ def fit_probe(vm, frozen, indices, cfg):
         x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
     y = [feats[i]["label"] for i in indices]
     l2_scale = None
-    if cfg.logprob_feature:
-        if cfg.aggregate != "mean" or cfg.epochs:
-            raise ConfigError("--logprob-feature is fitted by the probe alone on a program's mean: use --aggregate mean "
-                              "and --epochs 0")
+    if cfg.logprob_feature:  # (TrainConfig and training_features checked the settings and the rows)
         lps = [feats[i]["mean_logprob"] for i in indices]
-        if any(lp is None for lp in lps):
-            raise ConfigError("--logprob-feature needs the policy's log-probs in every row (mean_logprob): export the "
-                              "data again with this forkcode")
         x = torch.cat([x, torch.tensor(lps, dtype=x.dtype)[:, None]], 1)
         l2_scale = torch.ones(x.shape[1])
         l2_scale[-1] = LOGPROB_L2_SCALE
@@ -477,9 +485,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
     random pick and the oracle. It chooses epochs, lr or the loss mix from training data alone,
     never from a test set."""
     from valuemodel.metrics import selection, within_problem_auroc
-    feats = make_features(read_rows(data_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
-    if cfg.mixed_only:
-        feats = mixed_problems_only(feats)
+    feats = training_features(vm, read_rows(data_path), cfg)
     problems = sorted({f["problem_id"] for f in feats})
     if len(problems) < folds:
         raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
