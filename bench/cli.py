@@ -17,10 +17,16 @@ from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 
 
+def _value_digest(value):
+    from engine.cli import DEFAULT_VALUE
+    from valuemodel.model import checkpoint_digest
+    return checkpoint_digest(value or DEFAULT_VALUE)
+
+
 def _settings(args, cfg):
     decode = {k: v for k, v in asdict(cfg).items() if k != "strategy"}
     return {"dataset": args.dataset, "split": args.split, "limit": args.limit, "policy": args.policy,
-            "value": args.value or "default (shipped)",
+            "value": args.value or "default (shipped)", "value_digest": _value_digest(args.value),
             "backend": args.backend, "dtype": args.dtype, "timeout": args.timeout, "decode": decode}
 
 
@@ -45,7 +51,7 @@ def cmd_quality(args):
     path = os.path.join(args.out, SETTINGS)
     if os.path.exists(path):
         old = read_json(path, "settings")
-        free = ("limit", "value")  # the value model only matters to the runs it ranked or guided
+        free = ("limit", "value", "value_digest")  # the value model only matters to the runs it ranked or guided
 
         def same(s):  # one dataset file under two spellings of its path is the same dataset
             s = {k: v for k, v in s.items() if k not in free}
@@ -59,6 +65,12 @@ def cmd_quality(args):
         if old.get("value") != settings["value"] and guided:
             raise ConfigError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
                              "use a new --out (its runs/sample.jsonl can be copied there and reused)")
+        # The same path with other weights (a retrained or re-shipped model); runs from before digests were kept pass.
+        if old.get("value_digest") and old["value_digest"] != settings["value_digest"] and guided:
+            raise ConfigError(f"{args.out} holds {', '.join(guided)} runs made with other weights at {settings['value']} "
+                             f"(digest {old['value_digest']}, now {settings['value_digest']}); use a new --out")
+        if guided and not old.get("value_digest"):  # runs from before digests: which weights made them is unknown
+            settings["value_digest"] = None
     write_json_atomic(path, settings)
     policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
                                 needs_value=any(s in NEEDS_VALUE for s in strategies), strategy="bench quality",

@@ -313,7 +313,8 @@ def _ci(ci):
 
 def markdown(summary, settings):
     lines = ["# Quality report", "",
-             f"Policy `{settings['policy']}`, value model `{settings['value']}`, dataset "
+             f"Policy `{settings['policy']}`, value model `{settings['value']}`"
+             + (f" (files' digest {settings['value_digest']})" if settings.get("value_digest") else "") + ", dataset "
              f"`{settings['dataset']}`, backend {settings['backend']}; decode settings: "
              f"`{json.dumps(settings['decode'])}`; judge timeout {settings['timeout']} s per test.", "",
              "| strategy | problems | pass@1 | 95% interval | policy tokens / problem | value tokens / problem | wall s / problem |",

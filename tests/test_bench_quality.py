@@ -191,3 +191,25 @@ def test_bench_quality_cli_end_to_end_on_humaneval(tiny_model_dir, tmp_path):
     assert r.returncode == 2 and "not a `bench quality` directory" in r.stderr
     r = _bench("report", out, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["strategies"]["greedy"]["problems"] == 2
+
+
+def test_bench_quality_refuses_to_resume_ranked_runs_with_other_weights_at_the_same_path(tiny_model_dir, tmp_path):
+    import torch
+
+    from valuemodel.model import ValueModel, head_module
+    vm_dir, out = str(tmp_path / "vm"), str(tmp_path / "report")
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    vm.save(vm_dir)
+    common = ["--dataset", "humaneval", "--limit", "1", "--strategies", "best_of_k", "--policy", tiny_model_dir,
+              "--value", vm_dir, "--out", out, "--k", "2", "--max-new-tokens", "4"]
+    r = _bench("quality", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    digest = json.load(open(os.path.join(out, "settings.json")))["value_digest"]
+    assert digest and digest in open(os.path.join(out, "report.md")).read()
+    assert _bench("quality", *common).returncode == 0  # the same weights resume
+    with torch.no_grad():
+        head_module(vm.model)[1].weight.add_(1.0)  # retrained in place: same path, other weights
+    vm.save(vm_dir)
+    r = _bench("quality", *common)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other weights" in r.stderr
+    assert json.load(open(os.path.join(out, "settings.json")))["value_digest"] == digest

@@ -6,6 +6,7 @@ head and the last N decoder layers train; a checkpoint holds just those tensors 
 small config naming the base model, so a 14B value model ships as a delta: loading = base + delta.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,19 @@ from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, r
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"
+
+
+def checkpoint_digest(path):
+    """A short hash of a saved value model's files (None if `path` is not one), so that a run
+    records which weights it was made with, not just where they were."""
+    files = [os.path.join(path, name) for name in (DELTA_CONFIG, DELTA_WEIGHTS)]
+    if not all(os.path.isfile(f) for f in files):
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
 
 
 class BaseSignature(TypedDict):
