@@ -84,7 +84,7 @@ PY
     ;;
   tree)    # tree search on all 164 HumanEval problems (the engine's default rules), several problems side by side
     bench quality --dataset humaneval --strategies tree --value "$VALUE" \
-      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval-tree" --json > /dev/null
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval-tree-v3" --json > /dev/null
     ;;
   trees)   # rollout trees (the paper's process data) on MBPP problems outside the validation split
     datagen build --dataset "$MBPP" --split=-validation --policy "$POLICY" --out "$OUT/trees" \
