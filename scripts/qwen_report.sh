@@ -22,6 +22,7 @@ TRAINING=(--last-layers "$LAYERS" --lr 1e-4 --aggregate "$AGGREGATE" --probe-l2 
 SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 # A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
 if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
+mkdir -p runs/qwen  # derived problem lists (not committed: they hold MBPP rows)
 chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
 
 for step in $STEPS; do
@@ -86,10 +87,24 @@ PY
     bench quality --dataset humaneval --strategies tree --value "$VALUE" \
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/humaneval-tree-v3" --json > /dev/null
     ;;
-  trees)   # rollout trees (the paper's process data) on MBPP problems outside the validation split
-    datagen build --dataset "$MBPP" --split=-validation --policy "$POLICY" --out "$OUT/trees" \
-      --prompt "$(chosen)" \
-      --trunk auto --retries 3 --forks 4 --per-fork 4 "${SAMPLING[@]}" --json
+  trees)   # rollout trees (the paper's process data) on the MBPP training problems whose 8 samples all
+           # failed (their trunk is then the reference, so forks can pass) or all passed (forks can fail):
+           # problems with no pass/fail pair yet, the data the critic's learning curve asks for
+    python3 - "$MBPP" "$OUT/mbpp-train/runs/sample.jsonl" runs/qwen/mbpp-no-contrast.jsonl <<'PY'
+import json, sys
+status = {}
+for line in open(sys.argv[2]):
+    row = json.loads(line)
+    status[row["problem_id"]] = {c["passed"] for c in row["candidates"]}
+rows = [json.loads(line) for line in open(sys.argv[1])]
+with open(sys.argv[3], "w") as out:
+    for wanted in ({False}, {True}):  # all failed first, then all passed
+        for row in rows:
+            if status.get(f"mbpp/{row['task_id']}") == wanted:
+                out.write(json.dumps(row) + "\n")
+PY
+    datagen build --dataset runs/qwen/mbpp-no-contrast.jsonl --split=-validation --policy "$POLICY" --out "$OUT/trees" \
+      --prompt "$(chosen)" --trunk auto --retries 1 --forks 4 --per-fork 4 "${SAMPLING[@]}" --json > /dev/null
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
