@@ -23,6 +23,22 @@ SAMPLING=(--temperature 0.8 --top-p 0.95 --max-new-tokens 512)
 # A local policy (e.g. the GGUF): the value delta's hub-id base is loaded from it, without asking the hub.
 if [ -e "$POLICY" ]; then export HF_HUB_OFFLINE=1; fi
 mkdir -p runs/qwen  # derived problem lists (not committed: they hold MBPP rows)
+# OUT_FILE OUTCOME...: the MBPP rows of the training problems whose first 8 samples had these outcomes
+# ("fail+pass": both, "fail": all failed, "pass": all passed), one outcome after the other, MBPP's order within each
+problems_by_outcome() {
+  python3 - "$MBPP" "$OUT/mbpp-train/runs/sample.jsonl" "$@" <<'PY'
+import json, sys
+mbpp, samples, out, *wanted = sys.argv[1:]
+outcomes = {}
+for line in open(samples):
+    row = json.loads(line)
+    outcomes[row["problem_id"]] = "+".join(sorted({"pass" if c["passed"] else "fail" for c in row["candidates"]}))
+lines = open(mbpp).readlines()
+with open(out, "w") as f:
+    for outcome in wanted:
+        f.writelines(line for line in lines if outcomes.get(f"mbpp/{json.loads(line)['task_id']}") == outcome)
+PY
+}
 chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
 
 for step in $STEPS; do
@@ -39,19 +55,7 @@ for step in $STEPS; do
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train" --json > /dev/null
     ;;
   more-samples)  # 8 more samples (seed 1) of each training problem whose first 8 had both outcomes
-    python3 - "$MBPP" "$OUT/mbpp-train/runs/sample.jsonl" runs/qwen/mbpp-mixed.jsonl <<'PY'
-import json, sys
-mixed = set()
-for line in open(sys.argv[2]):
-    row = json.loads(line)
-    passed = {c["passed"] for c in row["candidates"]}
-    if len(passed) == 2:
-        mixed.add(row["problem_id"])
-with open(sys.argv[3], "w") as out:
-    for line in open(sys.argv[1]):
-        if f"mbpp/{json.loads(line)['task_id']}" in mixed:
-            out.write(line)
-PY
+    problems_by_outcome runs/qwen/mbpp-mixed.jsonl fail+pass
     bench quality --dataset runs/qwen/mbpp-mixed.jsonl --split=-validation --strategies sample --k 8 --seed 1 \
       --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train-2" --json > /dev/null
     ;;
@@ -90,19 +94,7 @@ PY
   trees)   # rollout trees (the paper's process data) on the MBPP training problems whose 8 samples all
            # failed (their trunk is then the reference, so forks can pass) or all passed (forks can fail):
            # problems with no pass/fail pair yet, the data the critic's learning curve asks for
-    python3 - "$MBPP" "$OUT/mbpp-train/runs/sample.jsonl" runs/qwen/mbpp-no-contrast.jsonl <<'PY'
-import json, sys
-status = {}
-for line in open(sys.argv[2]):
-    row = json.loads(line)
-    status[row["problem_id"]] = {c["passed"] for c in row["candidates"]}
-rows = [json.loads(line) for line in open(sys.argv[1])]
-with open(sys.argv[3], "w") as out:
-    for wanted in ({False}, {True}):  # all failed first, then all passed
-        for row in rows:
-            if status.get(f"mbpp/{row['task_id']}") == wanted:
-                out.write(json.dumps(row) + "\n")
-PY
+    problems_by_outcome runs/qwen/mbpp-no-contrast.jsonl fail pass  # all failed first, then all passed
     datagen build --dataset runs/qwen/mbpp-no-contrast.jsonl --split=-validation --policy "$POLICY" --out "$OUT/trees" \
       --prompt "$(chosen)" --trunk auto --retries 1 --forks 4 --per-fork 4 "${SAMPLING[@]}" --json > /dev/null
     ;;
