@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
 from common.store import RowStore, write_json_atomic
-from datagen.export import SampleRow, export, tree_stats
-from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, judge_tree
+from datagen.export import LABEL_FROM, SampleRow, export, tree_stats
+from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, grow_trees, judge_tree
 from judge.problems import load_dataset, select_mbpp_splits
 from lm.options import add_model_options
 
@@ -23,6 +23,8 @@ def cmd_build(args):
 
     from lm.policy import load_policy
     cfg = config_from_args(TreeConfig, args)
+    if args.batch_rows < 1:
+        fail(f"--batch-rows must be >= 1, not {args.batch_rows}")
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
     store = RowStore(args.out, TREES, writer=True, fields=TreeRow)
@@ -38,34 +40,45 @@ def cmd_build(args):
         tps = totals["tokens"] / totals["seconds"] if totals["seconds"] else 0.0
         return f"rollouts {totals['rollouts']}  pass {rate:.1%}  {tps:.0f} tok/s"
 
-    def finish(tree, problem):  # runs on the judge thread while the next tree is generated
-        judge_tree(tree, problem, cfg)
-        store.append(tree)
-        totals["rollouts"] += len(tree["rollouts"])
-        totals["passed"] += sum(r["verdict"] == "pass" for r in tree["rollouts"])
-        return tree
+    # Trees grow side by side, a chunk at a time (grow_trees): as many problems as fill the batch
+    # with their trunk attempts. A chunk is written when judged, so an interrupted run loses at most
+    # the chunk being grown. A policy with no shared batch grows one tree at a time, reusing its
+    # trunk's cache for the forks (grow_tree).
+    todo = [(p, seed) for seed, p in indexed if p.id not in done]
+    batched = hasattr(policy, "sample_many")
+    attempts = 1 if cfg.trunk == "reference" else cfg.retries  # a problem's rows in the trunk phase
+    per_chunk = max(1, args.batch_rows // attempts) if batched else 1
+    chunks = [todo[i:i + per_chunk] for i in range(0, len(todo), per_chunk)]
+
+    def grow(chunk):
+        if batched:
+            return grow_trees(policy, chunk, cfg, max_rows=args.batch_rows)
+        return [grow_tree(policy, problem, cfg, problem_seed=seed) for problem, seed in chunk]
+
+    def finish(trees, chunk):  # runs on the judge thread while the next chunk is grown
+        for tree, (problem, _) in zip(trees, chunk):
+            judge_tree(tree, problem, cfg)
+            store.append(tree)
+            totals["rollouts"] += len(tree["rollouts"])
+            totals["passed"] += sum(r["verdict"] == "pass" for r in tree["rollouts"])
+        return len(trees)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                   disable=not sys.stderr.isatty()) as bar, ThreadPoolExecutor(1) as judger:
-        task = bar.add_task("trees", total=len(indexed), info="")
+        task = bar.add_task("trees", total=len(indexed), completed=len(indexed) - len(todo), info="")
         pending = None
-        for seed, problem in indexed:
-            if problem.id in done:
-                bar.advance(task)
-                continue
+        for chunk in chunks:
             start = time.perf_counter()
-            tree = grow_tree(policy, problem, cfg, problem_seed=seed)
-            totals["tokens"] += tree["stats"]["generated_tokens"]
+            trees = grow(chunk)
+            totals["tokens"] += sum(t["stats"]["generated_tokens"] for t in trees)
             totals["seconds"] += time.perf_counter() - start
             if pending:
-                pending.result()
-                bar.advance(task)
-            pending = judger.submit(finish, tree, problem)
+                bar.advance(task, pending.result())
+            pending = judger.submit(finish, trees, chunk)
             bar.update(task, info=info())
         if pending:
-            pending.result()
-            bar.advance(task)
+            bar.advance(task, pending.result())
         bar.update(task, info=info())
     stats = tree_stats(store.rows())
     print(json.dumps({k: stats[k] for k in ("trees", "rollouts", "pass_rate", "trunks", "generated_tokens")})
@@ -106,7 +119,7 @@ def cmd_stats(args):
 def cmd_export(args):
     store = _existing_store(args.dir)
     stats = export(_read(store, args), args.out, balanced=args.balanced, test_fraction=args.test_fraction,
-                   seed=args.seed)
+                   seed=args.seed, label_from=args.label_from)
     if args.json:
         print(json.dumps(stats))
         return
@@ -141,6 +154,8 @@ def main(argv=None):
     add_config_options(b, TreeConfig, exclude=("stop_after_code",))
     b.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. train,test, or -validation for all but it)")
     b.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    b.add_argument("--batch-rows", type=int, default=32,
+                   help="rows sampled side by side: trees grow in chunks of batch-rows / retries problems (default %(default)s)")
     add_model_options(b)
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
@@ -153,6 +168,8 @@ def main(argv=None):
     e.add_argument("--balanced", action="store_true", help="oversample each problem's minority class in train")
     e.add_argument("--test-fraction", type=float, default=0.2)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--label-from", choices=LABEL_FROM, default="fork",
+                   help="a rollout's target starts at its fork (default) or at the response's start (whole programs)")
     e.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     e.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

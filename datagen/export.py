@@ -135,11 +135,18 @@ def to_rows(tree: TreeRow | SampleRow) -> list[ExampleRow]:
     return [{**base, **ex} for ex in (sample_examples(tree) if "candidates" in tree else examples(tree))]
 
 
-def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):
-    """Writes train.jsonl, test.jsonl (as sampled), test_balanced.jsonl and stats.json."""
+LABEL_FROM = ("fork", "start")
+
+
+def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0, label_from="fork"):
+    """Writes train.jsonl, test.jsonl (as sampled), test_balanced.jsonl and stats.json. With
+    label_from="start" a rollout is labelled over its whole response, the trunk's prefix included:
+    the rows a ranker of whole programs (a value pooled over the program) is fitted to."""
     os.makedirs(out_dir, exist_ok=True)
     train_ids, test_ids = split_problems({t["problem_id"] for t in trees}, test_fraction, seed)
     rows = [row for t in trees for row in to_rows(t)]
+    if label_from == "start":
+        rows = [{**r, "label_start": 0, "label_start_char": 0} for r in rows]
     train = [r for r in rows if r["problem_id"] in train_ids]
     test = [r for r in rows if r["problem_id"] in test_ids]
     files = {"train.jsonl": balance(train, seed) if balanced else train, "test.jsonl": test,
@@ -147,7 +154,7 @@ def export(trees, out_dir, balanced=False, test_fraction=0.2, seed=0):
     for name, part in files.items():
         write_jsonl_atomic(os.path.join(out_dir, name), part)
     stats = {"problems": {"train": len(train_ids), "test": len(test_ids)},
-             "test_problem_ids": sorted(test_ids), "balanced_train": balanced, "seed": seed,
+             "test_problem_ids": sorted(test_ids), "balanced_train": balanced, "seed": seed, "label_from": label_from,
              "class_ratio": {"all": class_ratio(rows), "train": class_ratio(files["train.jsonl"]),
                              "train_as_sampled": class_ratio(train), "test": class_ratio(test),
                              "test_balanced": class_ratio(files["test_balanced.jsonl"])}}

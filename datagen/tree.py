@@ -170,49 +170,47 @@ def _judge_one(problem, text, cfg):
     return program, v
 
 
-def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
-    """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree."""
-    t0 = time.perf_counter()
-    before = policy.stats.snapshot()
-    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
-    seed = cfg.seed * 1_000_003 + problem_seed
-    stop = stop_after_code(len(prompt), policy.decode) if cfg.stop_after_code else None
-    trunk, state, rejected = None, None, []
-    if cfg.trunk in ("sample", "auto"):
-        # The paper retries a sampled trunk up to R times until one passes; the R samples are
-        # drawn in one batch and the first passing one (in sampling order) is kept.
-        samples = policy.sample_with_state(prompt, _params(cfg, seed, stop), n=cfg.retries)
-        texts = [c.text for c, _ in samples]
-        programs = [build_program(problem, extract_code(t)) for t in texts]
-        verdicts = judge_many([(p, problem) for p in programs], mode=cfg.mode, timeout=cfg.timeout)
-        pick = next((i for i, v in enumerate(verdicts) if v.ok), len(samples) - 1)
-        # The attempts not kept as the trunk are judged samples too: training examples of their own.
-        rejected = [{"tokens": c.tokens, "logprobs": c.logprobs, "text": c.text, "program": p,
-                     "verdict": v.verdict, "passed": v.passed, "total": v.total, "finish_reason": c.finish_reason}
-                    for i, ((c, _), p, v) in enumerate(zip(samples, programs, verdicts)) if i != pick]
-        (completion, state), v = samples[pick], verdicts[pick]
-        trunk = {"source": "sample", "attempts": pick + 1, "tokens": completion.tokens,
-                 "logprobs": completion.logprobs, "text": completion.text, "program": programs[pick],
-                 "verdict": v.verdict, "passed": v.passed, "total": v.total,
-                 "finish_reason": completion.finish_reason}
-    if cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references):
-        if not problem.references:
-            raise ProblemError(f"problem {problem.id} has no reference solution for a reference trunk")
-        if trunk:  # the last sampled attempt, replaced by the reference, stays a training example
-            rejected.append({k: trunk[k] for k in ("tokens", "logprobs", "text", "program", "verdict", "passed",
-                                                   "total", "finish_reason")})
-        response = reference_response(problem, problem.references[0])
-        tokens = policy.tokenizer(response, add_special_tokens=False)["input_ids"] + policy.eos_ids[:1]
-        logprobs, state = policy.teacher_force(prompt, tokens)
-        attempts = trunk["attempts"] if trunk else 0
-        program, v = _judge_one(problem, response, cfg)
-        trunk = {"source": "reference", "attempts": attempts, "tokens": tokens, "logprobs": logprobs,
-                 "text": response, "program": program, "verdict": v.verdict, "passed": v.passed,
-                 "total": v.total, "finish_reason": "eos"}
-    t_trunk = time.perf_counter()
-    fork_at = select_forks(trunk["logprobs"], cfg.forks, cfg.min_spacing)
-    groups = policy.sample_forks(state, [len(prompt) + i for i in fork_at], cfg.per_fork,
-                                 _params(cfg, seed + 7919, stop)) if fork_at else []
+def _seed(cfg, problem_seed):
+    return cfg.seed * 1_000_003 + problem_seed
+
+
+def _pick_trunk(problem, completions, cfg):
+    """The paper retries a sampled trunk up to R times until one passes: the R samples are drawn in
+    one batch and the first passing one (in sampling order) is kept. Returns (index kept, the trunk,
+    the attempts not kept): judged samples too, training examples of their own."""
+    programs = [build_program(problem, extract_code(c.text)) for c in completions]
+    verdicts = judge_many([(p, problem) for p in programs], mode=cfg.mode, timeout=cfg.timeout)
+    pick = next((i for i, v in enumerate(verdicts) if v.ok), len(completions) - 1)
+    records = [{"tokens": c.tokens, "logprobs": c.logprobs, "text": c.text, "program": p, "verdict": v.verdict,
+                "passed": v.passed, "total": v.total, "finish_reason": c.finish_reason}
+               for c, p, v in zip(completions, programs, verdicts)]
+    trunk = {"source": "sample", "attempts": pick + 1, **records[pick]}
+    return pick, trunk, [r for i, r in enumerate(records) if i != pick]
+
+
+def _needs_reference(problem, cfg, trunk):
+    return cfg.trunk == "reference" or (cfg.trunk == "auto" and trunk["verdict"] != "pass" and problem.references)
+
+
+def _reference_trunk(policy, problem, prompt, cfg, trunk, rejected):
+    """The teacher-forced reference as the trunk, and its PrefixState. The last sampled attempt it
+    replaces stays a training example."""
+    if not problem.references:
+        raise ProblemError(f"problem {problem.id} has no reference solution for a reference trunk")
+    if trunk:
+        rejected.append({k: trunk[k] for k in ("tokens", "logprobs", "text", "program", "verdict", "passed",
+                                               "total", "finish_reason")})
+    response = reference_response(problem, problem.references[0])
+    tokens = policy.tokenizer(response, add_special_tokens=False)["input_ids"] + policy.eos_ids[:1]
+    logprobs, state = policy.teacher_force(prompt, tokens)
+    program, v = _judge_one(problem, response, cfg)
+    trunk = {"source": "reference", "attempts": trunk["attempts"] if trunk else 0, "tokens": tokens,
+             "logprobs": logprobs, "text": response, "program": program, "verdict": v.verdict,
+             "passed": v.passed, "total": v.total, "finish_reason": "eos"}
+    return trunk, state
+
+
+def _tree_row(policy, problem, cfg, prompt, trunk, rejected, fork_at, groups, stats) -> TreeRow:
     forks, rollouts = [], []
     for j, (i, group) in enumerate(zip(fork_at, groups)):
         ids = []
@@ -225,18 +223,100 @@ def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
             ids.append(len(rollouts) - 1)
         forks.append({"index": i, "token": trunk["tokens"][i], "logprob": trunk["logprobs"][i],
                       "rollouts": ids})
+    return {"problem_id": problem.id, "source": problem.source, "kind": problem.kind,
+            "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
+            "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+            "trunk": trunk, "rejected_attempts": rejected, "forks": forks, "rollouts": rollouts, "stats": stats}
+
+
+def grow_tree(policy, problem, cfg, problem_seed=0) -> TreeRow:
+    """Sample the trunk (judging sampled attempts) and every fork rollout; returns an unjudged tree.
+    The forks read their prefixes from the trunk's KV cache (sample_forks), so nothing is prefilled
+    twice."""
+    t0 = time.perf_counter()
+    before = policy.stats.snapshot()
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    seed = _seed(cfg, problem_seed)
+    stop = stop_after_code(len(prompt), policy.decode) if cfg.stop_after_code else None
+    trunk, state, rejected = None, None, []
+    if cfg.trunk in ("sample", "auto"):
+        samples = policy.sample_with_state(prompt, _params(cfg, seed, stop), n=cfg.retries)
+        pick, trunk, rejected = _pick_trunk(problem, [c for c, _ in samples], cfg)
+        state = samples[pick][1]
+    if _needs_reference(problem, cfg, trunk):
+        trunk, state = _reference_trunk(policy, problem, prompt, cfg, trunk, rejected)
+    t_trunk = time.perf_counter()
+    fork_at = select_forks(trunk["logprobs"], cfg.forks, cfg.min_spacing)
+    groups = policy.sample_forks(state, [len(prompt) + i for i in fork_at], cfg.per_fork,
+                                 _params(cfg, seed + 7919, stop)) if fork_at else []
     after = policy.stats
-    tree: TreeRow = {
-        "problem_id": problem.id, "source": problem.source, "kind": problem.kind,
-        "settings": {"policy": policy.name, "tokenizer": vocab_fingerprint(policy.tokenizer), **asdict(cfg)},
-        "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-        "trunk": trunk, "rejected_attempts": rejected, "forks": forks, "rollouts": rollouts,
-        "stats": {"generated_tokens": after.generated_tokens - before.generated_tokens,
-                  "forward_tokens": after.forward_tokens - before.forward_tokens,
-                  "trunk_seconds": round(t_trunk - t0, 3),
-                  "fork_seconds": round(time.perf_counter() - t_trunk, 3)},
-    }
-    return tree
+    stats = {"generated_tokens": after.generated_tokens - before.generated_tokens,
+             "forward_tokens": after.forward_tokens - before.forward_tokens,
+             "trunk_seconds": round(t_trunk - t0, 3), "fork_seconds": round(time.perf_counter() - t_trunk, 3)}
+    return _tree_row(policy, problem, cfg, prompt, trunk, rejected, fork_at, groups, stats)
+
+
+def grow_trees(policy, items, cfg, max_rows=32) -> list[TreeRow]:
+    """grow_tree for several problems side by side: all their sampled trunk attempts share one
+    continuously refilled batch of up to max_rows rows (HFPolicy.sample_many), then all their forks'
+    rollouts do, so no tree's longest rollout leaves the batch idling. `items` are (problem,
+    problem_seed) pairs; the unjudged trees come back in their order. Each fork's prefix is prefilled
+    once (no trunk cache is carried between the phases); a tree's stats count the tokens fed for it
+    and split each phase's time evenly over the trees."""
+    t0 = time.perf_counter()
+    setups = []
+    for problem, problem_seed in items:
+        prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+        stop = stop_after_code(len(prompt), policy.decode) if cfg.stop_after_code else None
+        setups.append((problem, prompt, _seed(cfg, problem_seed), stop))
+    fed = [0] * len(setups)   # forward tokens per tree: each request's prefix once, then its rows' tokens
+    made = [0] * len(setups)  # generated tokens per tree
+
+    def count(t, prefix, completions):
+        fed[t] += len(prefix) + sum(len(c.tokens) - 1 for c in completions)
+        made[t] += sum(len(c.tokens) for c in completions)
+
+    trunks = [None] * len(setups)
+    rejected = [[] for _ in setups]
+    if cfg.trunk in ("sample", "auto"):
+        requests = [(prompt, cfg.retries, _params(cfg, seed, stop)) for _, prompt, seed, stop in setups]
+        for t, completions in enumerate(_sample_all(policy, requests, max_rows)):
+            count(t, requests[t][0], completions)
+            _, trunks[t], rejected[t] = _pick_trunk(setups[t][0], completions, cfg)
+    for t, (problem, prompt, _, _) in enumerate(setups):
+        if _needs_reference(problem, cfg, trunks[t]):
+            trunks[t], _ = _reference_trunk(policy, problem, prompt, cfg, trunks[t], rejected[t])
+            fed[t] += len(prompt) + len(trunks[t]["tokens"]) - 1
+    t_trunk = time.perf_counter()
+    fork_at = [select_forks(trunk["logprobs"], cfg.forks, cfg.min_spacing) for trunk in trunks]
+    # One request per fork, each with its own seed, so two forks of a tree draw different numbers.
+    owners, requests = [], []
+    for t, ((_, prompt, seed, stop), trunk) in enumerate(zip(setups, trunks)):
+        for j, i in enumerate(fork_at[t]):
+            owners.append(t)
+            requests.append((prompt + trunk["tokens"][:i], cfg.per_fork, _params(cfg, seed + 7919 + j, stop)))
+    groups = [[] for _ in setups]
+    for t, request, completions in zip(owners, requests, _sample_all(policy, requests, max_rows)):
+        count(t, request[0], completions)
+        groups[t].append(completions)
+    t_end = time.perf_counter()
+    share = max(len(setups), 1)
+    return [_tree_row(policy, problem, cfg, prompt, trunks[t], rejected[t], fork_at[t], groups[t],
+                      {"generated_tokens": made[t], "forward_tokens": fed[t],
+                       "trunk_seconds": round((t_trunk - t0) / share, 3),
+                       "fork_seconds": round((t_end - t_trunk) / share, 3)})
+            for t, (problem, prompt, _, _) in enumerate(setups)]
+
+
+def _sample_all(policy, requests, max_rows):
+    """Every (prefix, n, params) request's n completions, in request order: in one continuously
+    refilled batch where the policy has one (HFPolicy.sample_many), else one request at a time."""
+    if not requests:
+        return []
+    if hasattr(policy, "sample_many"):
+        done = dict(policy.sample_many(requests, max_rows=max_rows))
+        return [done[i] for i in range(len(requests))]
+    return [policy.sample(prefix, n, params) for prefix, n, params in requests]
 
 
 def judge_tree(tree: TreeRow, problem, cfg) -> TreeRow:

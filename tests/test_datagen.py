@@ -11,7 +11,7 @@ import pytest
 
 from common.store import RowStore, StoreError
 from datagen.export import balance, export, split_problems, tree_stats
-from datagen.tree import TreeConfig, examples, grow_tree, judge_tree, select_forks, to_networkx
+from datagen.tree import TreeConfig, examples, grow_tree, grow_trees, judge_tree, select_forks, to_networkx
 from judge import Problem, ProblemError, load_dataset
 from lm.policy import ModelError, SamplingParams, resolve_model
 from lm.prompts import build_program, code_block_closed, extract_code, messages
@@ -178,6 +178,25 @@ def test_auto_trunk_falls_back_to_reference(tiny_policy, apps_problems):
     assert sampled["trunk"]["source"] == "sample" and sampled["trunk"]["verdict"] != "pass"
 
 
+def test_trees_grown_side_by_side_match_one_at_a_time(tiny_policy, apps_problems):
+    # Greedy, so the batch (grow_trees: every trunk, then every fork, in one refilled batch of 4
+    # rows) must give each problem exactly the tree it gets alone, reference fallback included.
+    cfg = TreeConfig(forks=2, per_fork=2, trunk="auto", retries=2, max_new_tokens=10, temperature=0, timeout=2)
+    items = [(apps_problems[0], 0), (apps_problems[1], 1), (apps_problems[0], 2)]
+    together = grow_trees(tiny_policy, items, cfg, max_rows=4)
+    for (problem, seed), tree in zip(items, together):
+        alone = grow_tree(tiny_policy, problem, cfg, problem_seed=seed)
+        assert tree["problem_id"] == problem.id
+        for key in ("source", "tokens", "verdict", "attempts"):
+            assert tree["trunk"][key] == alone["trunk"][key]
+        assert [a["tokens"] for a in tree["rejected_attempts"]] == [a["tokens"] for a in alone["rejected_attempts"]]
+        assert [f["index"] for f in tree["forks"]] == [f["index"] for f in alone["forks"]]
+        assert [(r["fork"], r["prefix_len"], r["tokens"], r["text"]) for r in tree["rollouts"]] == \
+            [(r["fork"], r["prefix_len"], r["tokens"], r["text"]) for r in alone["rollouts"]]
+        assert tree["stats"]["generated_tokens"] == alone["stats"]["generated_tokens"]
+    assert grow_trees(tiny_policy, [], cfg) == []
+
+
 # --- storage and resume --------------------------------------------------------------------------
 
 def test_store_cuts_torn_last_line(tmp_path):
@@ -206,7 +225,7 @@ def test_store_cuts_torn_last_line(tmp_path):
 def _build(model_dir, dataset, out):
     return [sys.executable, "-m", "datagen.cli", "build", "--dataset", dataset, "--policy", model_dir,
             "--out", out, "--forks", "2", "--per-fork", "2", "--trunk", "reference",
-            "--max-new-tokens", "24", "--timeout", "2"]
+            "--max-new-tokens", "24", "--timeout", "2", "--batch-rows", "4"]  # trees grow 4 at a time
 
 
 def test_sigkill_mid_build_loses_and_duplicates_nothing(tiny_model_dir, tmp_path):
@@ -265,6 +284,11 @@ def test_export_split_by_problem_and_balance(tmp_path):
     assert stats["class_ratio"]["test"]["positive_fraction"] < 0.5
     r = next(r for r in test if r["example_id"] == "r0")
     assert r["response_tokens"] == [3, 5, 6] and r["label_start"] == 1 and r["label"] == 1
+    # Whole programs: the same rows, each labelled from its response's first token.
+    export(trees, str(tmp_path / "whole"), test_fraction=0.3, seed=1, label_from="start")
+    whole = [json.loads(line) for line in open(tmp_path / "whole" / "test.jsonl")]
+    assert [(w["example_id"], w["label"]) for w in whole] == [(t["example_id"], t["label"]) for t in test]
+    assert {(w["label_start"], w["label_start_char"]) for w in whole} == {(0, 0)}
     assert split_problems([f"p{i}" for i in range(10)], 0.3, 1) == split_problems([f"p{i}" for i in range(10)], 0.3, 1)
 
 

@@ -418,6 +418,33 @@ def test_probe_fit_ranks_held_out_problems_and_saves_a_head_only_checkpoint(tiny
     assert good > bad
 
 
+def test_cv_extra_rows_train_every_fold_and_are_never_tested(tiny_model_dir, tmp_path, monkeypatch):
+    """--extra-data (e.g. rollout trees): the test rows stay the data's, and the extra rows do train.
+    Extra problems whose log-prob signal is inverted outnumber the data's, so the held-out ranking
+    turns below chance; rows of a problem the data has only on one side join only the training."""
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+
+    def rows(problems, sign, labels=lambda r: r % 2):
+        return [{"problem_id": f"p{p}", "example_id": f"r{r}", "policy": tiny_model_dir, "tokenizer": None,
+                 "prompt_tokens": [5 + p, 6, 7], "response_tokens": [20 + (p * 7 + r * 3 + j) % 150 for j in range(6)],
+                 "label": labels(r), "label_start": 0, "prompt_text": "", "response_text": "",
+                 "mean_logprob": 0.2 * (p % 10) - 1.5 + sign * (0.3 if labels(r) else 0.0) + 0.01 * r}
+                for p in problems for r in range(4)]
+    data, extra = tmp_path / "data.jsonl", tmp_path / "extra.jsonl"
+    # 10 mixed problems with the signal, and p10 with passing rows only (mixed only with its extra rows).
+    write = lambda path, part: path.write_text("".join(json.dumps(r) + "\n" for r in part))
+    write(data, rows(range(10), 1) + rows([10], 1, labels=lambda r: 1))
+    write(extra, rows(range(10, 50), -1))
+    cfg = TrainConfig(epochs=0, probe_l2=0.3, aggregate="mean", logprob_feature=True, mixed_only=True)
+    vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    alone = cross_validate(vm, str(data), cfg, folds=5, progress=False)
+    both = cross_validate(vm, str(data), cfg, folds=5, progress=False, extra_path=str(extra))
+    assert alone["problems"] == both["problems"] == 10
+    assert (alone["mixed_problems"], alone["pairs"]) == (both["mixed_problems"], both["pairs"]) == (10, 40)
+    assert alone["curve"][0]["within_problem_auroc"] > 0.9 > 0.1 > both["curve"][0]["within_problem_auroc"]
+
+
 def test_a_critic_cut_at_n_layers_trains_saves_and_loads_on_the_full_base(tiny_model_dir, tmp_path, monkeypatch):
     """--trunk-layers N: the head reads the hidden state after layer N (through the final norm); the
     delta names the whole base (its signature is the full model's) and loads back cut at N."""

@@ -16,15 +16,16 @@ def fail(message):
 def cmd_train(args):
     from valuemodel.model import ValueModel
     from valuemodel.train import read_rows, train
-    data = training_file(args.data)
+    data, extra = training_file(args.data), args.extra_data and training_file(args.extra_data)
     eval_path = os.path.join(args.data, "test.jsonl") if os.path.isdir(args.data) and args.eval else None
-    for path in filter(None, (data, eval_path)):
+    for path in filter(None, (data, extra, eval_path)):
         read_rows(path)  # bad data fails here, in one line, before minutes of model loading
     cfg = train_config(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
                               trunk_layers=args.trunk_layers)
     vm.base = args.base_id or args.base
-    history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json)
+    history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json,
+                    extra_path=extra)
     if args.json:
         print(json.dumps({"out": args.out, "history": history}))
         return
@@ -47,11 +48,12 @@ def train_config(args):
 def cmd_cv(args):
     from valuemodel.model import ValueModel
     from valuemodel.train import cross_validate, read_rows
-    data = training_file(args.data)
-    read_rows(data)
+    data, extra = training_file(args.data), args.extra_data and training_file(args.extra_data)
+    for path in filter(None, (data, extra)):
+        read_rows(path)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
                               trunk_layers=args.trunk_layers)
-    report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json)
+    report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json, extra_path=extra)
     if args.json:
         print(json.dumps(report))
         return
@@ -126,6 +128,8 @@ def main(argv=None):
                        "problems: held-out within-problem AUROC and pick per epoch")
     for p in (t, c):
         p.add_argument("--data", required=True, help="export directory (its train.jsonl) or a JSONL file")
+        p.add_argument("--extra-data", help="more training rows after --data's (an export directory or JSONL, e.g. "
+                                            "rollout trees): cv trains on them in every fold and never tests on them")
         p.add_argument("--base", default=DEFAULT_POLICY, help=MODEL_HELP)
         p.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
         p.add_argument("--trunk-layers", type=int, default=None,

@@ -109,10 +109,14 @@ def make_features(rows, tokenizer, fingerprint, base_name, max_length):
     return feats
 
 
-def training_features(vm, rows, cfg):
+def training_features(vm, rows, cfg, extra_rows=()):
     """The features train and cross_validate learn from: rows within max_length, of the problems
-    with both outcomes under --mixed-only, each with the policy's mean log-prob under --logprob-feature."""
-    feats = make_features(rows, vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, cfg.max_length)
+    with both outcomes under --mixed-only, each with the policy's mean log-prob under --logprob-feature.
+    Extra rows (--extra-data) come after them, marked "extra": cross_validate trains on them, never
+    tests on them; a problem's extra rows count towards its both outcomes."""
+    fingerprint = vocab_fingerprint(vm.tokenizer)
+    feats = make_features(rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)
+    feats += [{**f, "extra": True} for f in make_features(extra_rows, vm.tokenizer, fingerprint, vm.base, cfg.max_length)]
     if cfg.mixed_only:
         feats = mixed_problems_only(feats)
     if cfg.logprob_feature and any(f["mean_logprob"] is None for f in feats):
@@ -308,13 +312,14 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
     return total / max(len(batches), 1), time.perf_counter() - start
 
 
-def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True):
-    """Train vm's head and last layers on an export's rows; saves the delta (bf16) to out_dir."""
+def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True, extra_path=None):
+    """Train vm's head and last layers on an export's rows (and extra_path's after them); saves the
+    delta (bf16) to out_dir."""
     cfg = cfg or TrainConfig()
     rows = read_rows(data_path)
     if not rows:
         raise StoreError(f"{data_path} holds no training rows")
-    feats = training_features(vm, rows, cfg)
+    feats = training_features(vm, rows, cfg, read_rows(extra_path) if extra_path else ())
     if not feats:
         raise StoreError(f"{data_path}: no row has a labelled token within max_length {cfg.max_length}"
                          + (" in a problem with both outcomes" if cfg.mixed_only else ""))
@@ -479,14 +484,20 @@ def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
     return out
 
 
-def cross_validate(vm, data_path, cfg, folds=5, progress=True):
+def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     """Grouped k-fold cross-validation over the training problems (no problem is in two folds):
     for every epoch, the held-out folds' within-problem AUROC and value-picked pass@1 against the
     random pick and the oracle. It chooses epochs, lr or the loss mix from training data alone,
-    never from a test set."""
+    never from a test set. Rows of extra_path (e.g. rollout trees) join every fold's training rows
+    and are never tested on, so the test rows are the same with or without them; a test fold's
+    problems train on none of their rows."""
     from valuemodel.metrics import selection, within_problem_auroc
-    feats = training_features(vm, read_rows(data_path), cfg)
-    problems = sorted({f["problem_id"] for f in feats})
+    feats = training_features(vm, read_rows(data_path), cfg, read_rows(extra_path) if extra_path else ())
+    outcomes = defaultdict(set)
+    for f in feats:
+        if not f.get("extra"):
+            outcomes[f["problem_id"]].add(f["label"])
+    problems = sorted(p for p, seen in outcomes.items() if len(seen) == 2 or not cfg.mixed_only)
     if len(problems) < folds:
         raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
     random.Random(cfg.seed).shuffle(problems)
@@ -505,8 +516,8 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True):
         vm.model.load_state_dict(initial, strict=False)
         optimizer = torch.optim.AdamW([p for p in vm.model.parameters() if p.requires_grad],
                                       lr=cfg.lr, weight_decay=cfg.weight_decay)
-        train_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] != fold]
-        test_idx = [i for i, f in enumerate(feats) if fold_of[f["problem_id"]] == fold]
+        train_idx = [i for i, f in enumerate(feats) if fold_of.get(f["problem_id"]) != fold]
+        test_idx = [i for i, f in enumerate(feats) if fold_of.get(f["problem_id"]) == fold and not f.get("extra")]
         if cfg.probe_l2 > 0:
             fit_probe(vm, frozen, train_idx, cfg)
             for i, logit in zip(test_idx, final_logits(vm, frozen, test_idx, cfg.aggregate)):
