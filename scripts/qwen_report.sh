@@ -98,6 +98,16 @@ for step in $STEPS; do
     datagen build --dataset runs/qwen/mbpp-no-contrast.jsonl --split=-validation --policy "$POLICY" --out "$OUT/trees" \
       --prompt "$(chosen)" --trunk auto --retries 1 --forks 4 --per-fork 4 "${SAMPLING[@]}" --json > /dev/null
     ;;
+  trees-cv)  # the trees' rows as extra training data, by the rule fixed before it ran
+             # (results/qwen/critic-cv/trees-preregistration.md): v3's recipe over 6 fold seeds,
+             # without and with them; the test rows are the same 184 problems' samples either way
+    datagen export "$OUT/trees" --out runs/qwen/tree-data --test-fraction 0 --label-from start --json > /dev/null
+    for extra in "" "--extra-data runs/qwen/tree-data"; do
+      # shellcheck disable=SC2086  # $extra is zero or two words
+      valuemodel cv --data runs/qwen/train-data $extra --base "$POLICY" "${TRAINING[@]}" --epochs "$EPOCHS" \
+        --seeds 6 --json > "$OUT/critic-cv/trees-cv${extra:+-with-trees}.json"
+    done
+    ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -418,7 +418,7 @@ def test_probe_fit_ranks_held_out_problems_and_saves_a_head_only_checkpoint(tiny
     assert good > bad
 
 
-def test_cv_extra_rows_train_every_fold_and_are_never_tested(tiny_model_dir, tmp_path, monkeypatch):
+def test_cv_extra_rows_train_every_fold_and_are_never_tested(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """--extra-data (e.g. rollout trees): the test rows stay the data's, and the extra rows do train.
     Extra problems whose log-prob signal is inverted outnumber the data's, so the held-out ranking
     turns below chance; rows of a problem the data has only on one side join only the training."""
@@ -443,6 +443,14 @@ def test_cv_extra_rows_train_every_fold_and_are_never_tested(tiny_model_dir, tmp
     assert alone["problems"] == both["problems"] == 10
     assert (alone["mixed_problems"], alone["pairs"]) == (both["mixed_problems"], both["pairs"]) == (10, 40)
     assert alone["curve"][0]["within_problem_auroc"] > 0.9 > 0.1 > both["curve"][0]["within_problem_auroc"]
+    # The command line: --extra-data, and --seeds repeating the CV over fold assignments 0 and 1.
+    from valuemodel.cli import main as valuemodel_main
+    valuemodel_main(["cv", "--data", str(data), "--extra-data", str(extra), "--base", tiny_model_dir,
+                     "--last-layers", "0", "--probe-l2", "0.3", "--aggregate", "mean", "--epochs", "0",
+                     "--logprob-feature", "--mixed-only", "--seeds", "2", "--dtype", "float32", "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["seeds"] == [0, 1] and len(out["per_seed"]) == 2 and out["per_seed"][0] == both["curve"]
+    assert out["mean_over_seeds"]["within_problem_auroc"][0]["mean"] < 0.1
 
 
 def test_a_critic_cut_at_n_layers_trains_saves_and_loads_on_the_full_base(tiny_model_dir, tmp_path, monkeypatch):

@@ -46,14 +46,30 @@ def train_config(args):
 
 
 def cmd_cv(args):
+    import dataclasses
+    import statistics
+
     from valuemodel.model import ValueModel
     from valuemodel.train import cross_validate, read_rows
+    if args.seeds < 1:
+        fail(f"--seeds must be >= 1, not {args.seeds}")
     data, extra = training_file(args.data), args.extra_data and training_file(args.extra_data)
     for path in filter(None, (data, extra)):
         read_rows(path)
+    cfg = train_config(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
                               trunk_layers=args.trunk_layers)
-    report = cross_validate(vm, data, train_config(args), folds=args.folds, progress=not args.json, extra_path=extra)
+    # --seeds N: the same CV over N fold assignments (seeds cfg.seed, cfg.seed + 1, ...), whose spread
+    # says how much of a difference between two settings is the folds' luck.
+    reports = [cross_validate(vm, data, dataclasses.replace(cfg, seed=cfg.seed + s), folds=args.folds,
+                              progress=not args.json, extra_path=extra) for s in range(args.seeds)]
+    summary = {}
+    for key in ("within_problem_auroc", "gap_closed"):
+        per_epoch = zip(*[[r[key] for r in report["curve"]] for report in reports])
+        summary[key] = [{"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+                        if (v := [x for x in values if x is not None]) else None for values in per_epoch]
+    report = {**reports[0], "seeds": [r["config"]["seed"] for r in reports], "per_seed": [r["curve"] for r in reports],
+              "mean_over_seeds": summary} if args.seeds > 1 else reports[0]
     if args.json:
         print(json.dumps(report))
         return
@@ -63,6 +79,11 @@ def cmd_cv(args):
     for r in report["curve"]:
         print(f"{r['epoch']:5d}  {r['within_problem_auroc']:12.3f}  {r['value_pass@1']:12.3f}  "
               f"{r['random_pass@1']:6.3f}  {r['oracle_pass@1']:6.3f}  {r['gap_closed']:10.1%}")
+    if args.seeds > 1:
+        print(f"over {args.seeds} fold seeds (mean +- sd):")
+        for r, auroc, gap in zip(report["curve"], summary["within_problem_auroc"], summary["gap_closed"]):
+            gap = f"{gap['mean']:.1%} +- {gap['sd']:.1%}" if gap else "-"
+            print(f"{r['epoch']:5d}  AUROC {auroc['mean']:.3f} +- {auroc['sd']:.3f}  gap closed {gap}")
 
 
 def cmd_score(args):
@@ -139,6 +160,8 @@ def main(argv=None):
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")
+    c.add_argument("--seeds", type=int, default=1,
+                   help="repeat over this many fold assignments (seed, seed+1, ...): mean and sd (default 1)")
     t.add_argument("--out", required=True, help="where the delta checkpoint goes")
     t.add_argument("--base-id", default=None,
                    help="the name to record as the base (e.g. the hub id of the model a local --base copy came from)")
