@@ -74,7 +74,7 @@ def test_trees_side_by_side(benchmark):
     problems = [load_problem(os.path.join(examples, name)) for name in ("two_sum_stdio.json", "running_max_call.json")]
     items = [(problems[i % 2], i) for i in range(8)]
     cfg = TreeConfig(forks=2, per_fork=4, trunk="sample", retries=1, max_new_tokens=128, temperature=0.8, top_p=0.95)
-    grow_tree(policy, *items[0], cfg)  # warm-up
+    grow_tree(policy, problems[0], cfg)  # warm-up
     rates = {}
     for name, grow in (("one at a time", lambda: [grow_tree(policy, p, cfg, problem_seed=s) for p, s in items]),
                        ("side by side", lambda: grow_trees(policy, items, cfg, max_rows=32))):

@@ -107,6 +107,17 @@ for step in $STEPS; do
       valuemodel cv --data runs/qwen/train-data $extra --base "$POLICY" "${TRAINING[@]}" --epochs "$EPOCHS" \
         --seeds 6 --json > "$OUT/critic-cv/trees-cv${extra:+-with-trees}.json"
     done
+    # Two variants tried after the rule failed (not pre-registered; CV only): rollouts labelled from
+    # their fork, and only the trees whose trunk was sampled (on-policy text)
+    datagen export "$OUT/trees" --out runs/qwen/tree-data-fork --test-fraction 0 --json > /dev/null
+    python3 -c 'import json, sys; sys.stdout.writelines(l for l in open(sys.argv[1]) if json.loads(l)["trunk_source"] == "sample")' \
+      runs/qwen/tree-data/train.jsonl > runs/qwen/tree-data-sampled-trunks.jsonl
+    for variant in fork sampled-trunks; do
+      data=runs/qwen/tree-data-$variant; [ -d "$data" ] || data=$data.jsonl
+      name=$variant; [ "$variant" = fork ] && name=label-from-fork
+      valuemodel cv --data runs/qwen/train-data --extra-data "$data" --base "$POLICY" "${TRAINING[@]}" --epochs "$EPOCHS" \
+        --seeds 6 --json > "$OUT/critic-cv/trees-cv-$name.json"
+    done
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
