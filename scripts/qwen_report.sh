@@ -112,7 +112,25 @@ for step in $STEPS; do
     datagen export "$OUT/trees" --out runs/qwen/tree-data-fork --test-fraction 0 --json > /dev/null
     python3 -c 'import json, sys; sys.stdout.writelines(l for l in open(sys.argv[1]) if json.loads(l)["trunk_source"] == "sample")' \
       runs/qwen/tree-data/train.jsonl > runs/qwen/tree-data-sampled-trunks.jsonl
-    for variant in fork sampled-trunks; do
+    # ... and on-policy tokens only: reference trunks dropped, rollouts pooled over their own tokens
+    # with their own tokens' mean log-prob
+    python3 - "$OUT/trees/trees.jsonl" runs/qwen/tree-data-fork/train.jsonl > runs/qwen/tree-data-own-tokens.jsonl <<'PY'
+import json, sys
+trees, rows = sys.argv[1:]
+own = {}
+for line in open(trees):
+    t = json.loads(line)
+    for r in t["rollouts"]:
+        own[t["problem_id"], f"r{r['id']}"] = sum(r["logprobs"]) / len(r["logprobs"])
+for line in open(rows):
+    r = json.loads(line)
+    if r["example_id"] == "trunk" and r["trunk_source"] == "reference":
+        continue
+    if r["example_id"].startswith("r"):
+        r["mean_logprob"] = own[r["problem_id"], r["example_id"]]
+    print(json.dumps(r))
+PY
+    for variant in fork sampled-trunks own-tokens; do
       data=runs/qwen/tree-data-$variant; [ -d "$data" ] || data=$data.jsonl
       name=$variant; [ "$variant" = fork ] && name=label-from-fork
       valuemodel cv --data runs/qwen/train-data --extra-data "$data" --base "$POLICY" "${TRAINING[@]}" --epochs "$EPOCHS" \
