@@ -493,11 +493,8 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     problems train on none of their rows."""
     from valuemodel.metrics import selection, within_problem_auroc
     feats = training_features(vm, read_rows(data_path), cfg, read_rows(extra_path) if extra_path else ())
-    outcomes = defaultdict(set)
-    for f in feats:
-        if not f.get("extra"):
-            outcomes[f["problem_id"]].add(f["label"])
-    problems = sorted(p for p, seen in outcomes.items() if len(seen) == 2 or not cfg.mixed_only)
+    tested = [f for f in feats if not f.get("extra")]
+    problems = sorted({f["problem_id"] for f in (mixed_problems_only(tested) if cfg.mixed_only else tested)})
     if len(problems) < folds:
         raise ConfigError(f"{data_path}: {len(problems)} problems, fewer than {folds} folds")
     random.Random(cfg.seed).shuffle(problems)
