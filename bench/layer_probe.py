@@ -34,7 +34,7 @@ from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
 
 
 @torch.inference_mode()
-def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
+def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=False):
     from transformers import DynamicCache
 
     from lm.policy import vocab_fingerprint
@@ -51,6 +51,8 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
     hooks = [layer.register_forward_hook(lambda _m, _i, o: captured.append(o[0] if isinstance(o, tuple) else o))
              for layer in layers]
     pad = vm.tokenizer.pad_token_id
+    suffix = vm.tokenizer(VERIFY_SUFFIX, add_special_tokens=False)["input_ids"] if verify else []
+    yes_no = [vm.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No")]
     todo = [(p, m) for p, m in groups.items() if str(m[0]) not in done["rows"]
             and not (mixed_only and len({feats[i]["label"] for i in m}) < 2)]
     try:
@@ -61,9 +63,10 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
             for s in range(0, len(members), chunk):
                 part = members[s:s + chunk]
                 responses = [feats[i]["input_ids"][len(prompt):] for i in part]
-                longest = max(len(r) for r in responses)
-                ids = torch.tensor([r + [pad] * (longest - len(r)) for r in responses])
-                mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in responses])
+                read = [r + suffix for r in responses]
+                longest = max(len(r) for r in read)
+                ids = torch.tensor([r + [pad] * (longest - len(r)) for r in read])
+                mask = torch.tensor([[1] * (len(prompt) + len(r)) + [0] * (longest - len(r)) for r in read])
                 kv = DynamicCache()
                 for li, layer in enumerate(cache.layers):
                     kv.update(layer.keys.expand(len(part), -1, -1, -1).contiguous(),
@@ -87,6 +90,11 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
                                             "late": last[late].mean(0).to(torch.bfloat16),
                                             "logp": token_logp[keep].mean().item(), "min_logp": token_logp[keep].min().item(),
                                             "entropy": entropy[keep].mean().item(), "tokens": n_keep}
+                    if verify:  # the state that answers the question after the program, and its Yes-vs-No logit
+                        answer = per_layer[j, :, len(read[j]) - 1]
+                        done["rows"][str(i)]["verify"] = answer.to(torch.bfloat16)
+                        yes, no = (answer[-1] @ lm_head[yes_no].T).tolist()
+                        done["rows"][str(i)]["verify_logit"] = yes - no
             if g % save_every == 0 or g == len(todo):
                 _save(done, out)
                 print(f"\r{data}: prompt {g}/{len(todo)}", end="", file=sys.stderr, flush=True)
@@ -95,6 +103,11 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False):
             h.remove()
         _save(done, out)
     print(file=sys.stderr)
+
+
+# --verify: a question after the program (a new chat turn), so that the last position's state is the
+# model's own answer to "is it right?" (a prompted probe) rather than a pooled reading of the code.
+VERIFY_SUFFIX = "<|im_end|>\n<|im_start|>user\nIs the code above correct? Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n"
 
 
 def lm_head_weight(base, vm):
@@ -119,7 +132,7 @@ def _save(obj, path):
 
 
 # Per-row scalars extract keeps beside the pooled states, which `cv --add` appends to a layer's features.
-SCALARS = ("logp", "entropy", "min_logp")
+SCALARS = ("logp", "entropy", "min_logp", "verify_logit")
 
 
 def load(path, add=(), pool="mean"):
@@ -131,6 +144,10 @@ def load(path, add=(), pool="mean"):
     x = torch.stack([rows[k]["mean"].float() for k in order])  # rows, layers, hidden
     if pool == "late":
         x[:, -1] = torch.stack([rows[k]["late"].float() for k in order])
+    elif pool == "verify":
+        x = torch.stack([rows[k]["verify"].float() for k in order])
+    elif pool == "mean+verify":
+        x = torch.cat([x, torch.stack([rows[k]["verify"].float() for k in order])], 2)
     if add:
         scalars = torch.tensor([[rows[k][name] for name in add] for k in order])
         x = torch.cat([x, scalars[:, None, :].expand(-1, x.shape[1], -1)], 2)
@@ -184,6 +201,9 @@ def main(argv=None):
     e.add_argument("--mixed-only", action="store_true",
                    help="only prompts with both passing and failing rows (the only ones a within-problem probe "
                         "learns from or is judged on): about half the work on MBPP")
+    e.add_argument("--verify", action="store_true",
+                   help="also keep each layer's state after a question appended to the program (VERIFY_SUFFIX) "
+                        "and the Yes-vs-No logit there")
     c = sub.add_parser("cv", help="per-layer probe: grouped CV on training features (+ held-out report)")
     c.add_argument("--features", required=True)
     c.add_argument("--heldout")
@@ -192,8 +212,9 @@ def main(argv=None):
     c.add_argument("--extra", help="more training rows' features (e.g. more samples of the same problems): they join "
                                    "the training folds and the held-out fit, never the CV's test rows")
     c.add_argument("--add", default="", help=f"per-row scalars appended to the features: any of {','.join(SCALARS)}")
-    c.add_argument("--pool", choices=("mean", "late"), default="mean",
-                   help="the last layer's pooling: mean over the program, or over its second half")
+    c.add_argument("--pool", choices=("mean", "late", "verify", "mean+verify"), default="mean",
+                   help="the last layer's pooling: mean over the program, or over its second half; verify: each "
+                        "layer's state answering the question after the program (extract --verify); mean+verify: both")
     c.add_argument("--only-added", action="store_true", help="the added scalars alone (no hidden states)")
     c.add_argument("--seeds", type=int, default=1, help="repeat the CV over this many fold assignments (mean and sd)")
     c.add_argument("--added-l2", type=float, default=1.0,
@@ -201,7 +222,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.cmd == "extract":
-        extract(args.base, args.data, args.out, mixed_only=args.mixed_only)
+        extract(args.base, args.data, args.out, mixed_only=args.mixed_only, verify=args.verify)
         return 0
     add = tuple(a for a in args.add.split(",") if a)
     if not set(add) <= set(SCALARS):
