@@ -137,6 +137,20 @@ PY
         --seeds 6 --json > "$OUT/critic-cv/trees-cv-$name.json"
     done
     ;;
+  new-contrast)  # 8 more samples (seed 1) of each training problem whose first 8 had no pass/fail pair:
+                 # independent on-policy samples, so problems that turn mixed add contrast without off-policy text
+    problems_by_outcome runs/qwen/mbpp-no-contrast.jsonl fail pass
+    bench quality --dataset runs/qwen/mbpp-no-contrast.jsonl --split=-validation --strategies sample --k 8 --seed 1 \
+      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train-3" --json > /dev/null
+    ;;
+  new-contrast-cv)  # by the rule fixed before it ran (results/qwen/critic-cv/new-contrast-preregistration.md):
+                    # v3's recipe over 6 fold seeds with the new samples as extra rows (never tested on; a problem
+                    # they turn mixed trains on its first 8 too, from the data); the test rows are the same 184
+                    # problems' samples
+    datagen export "$OUT/mbpp-train-3" --out runs/qwen/new-contrast-data --test-fraction 0 --json > /dev/null
+    valuemodel cv --data runs/qwen/train-data --extra-data runs/qwen/new-contrast-data --base "$POLICY" \
+      "${TRAINING[@]}" --epochs "$EPOCHS" --seeds 6 --json > "$OUT/critic-cv/new-contrast-cv.json"
+    ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
