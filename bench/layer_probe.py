@@ -105,7 +105,8 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=Fa
     print(file=sys.stderr)
 
 
-# --verify: a question after the program (a new chat turn), so that the last position's state is the
+# --verify: a question after the program (a new chat turn, in ChatML: Qwen's format, written out rather
+# than rendered by a chat template, which would add a system turn), so that the last position's state is the
 # model's own answer to "is it right?" (a prompted probe) rather than a pooled reading of the code.
 VERIFY_SUFFIX = "<|im_end|>\n<|im_start|>user\nIs the code above correct? Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n"
 

@@ -39,6 +39,11 @@ with open(out, "w") as f:
         f.writelines(line for line in lines if outcomes.get(f"mbpp/{json.loads(line)['task_id']}") == outcome)
 PY
 }
+# DATASET OUT: 8 more samples (seed 1, the first 8 were seed 0) of some MBPP training problems
+samples_again() {
+  bench quality --dataset "$1" --split=-validation --strategies sample --k 8 --seed 1 \
+    --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$2" --json > /dev/null
+}
 chosen() { python3 -c "import json; print(json.load(open('$OUT/prompt.json'))['chosen'])"; }
 
 for step in $STEPS; do
@@ -56,8 +61,7 @@ for step in $STEPS; do
     ;;
   more-samples)  # 8 more samples (seed 1) of each training problem whose first 8 had both outcomes
     problems_by_outcome runs/qwen/mbpp-mixed.jsonl fail+pass
-    bench quality --dataset runs/qwen/mbpp-mixed.jsonl --split=-validation --strategies sample --k 8 --seed 1 \
-      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train-2" --json > /dev/null
+    samples_again runs/qwen/mbpp-mixed.jsonl "$OUT/mbpp-train-2"
     ;;
   heldout)  # held-out data for the value model's eval: every MBPP validation problem, chosen framing
     bench quality --dataset "$MBPP" --split validation --strategies sample --k 8 \
@@ -140,8 +144,7 @@ PY
   new-contrast)  # 8 more samples (seed 1) of each training problem whose first 8 had no pass/fail pair:
                  # independent on-policy samples, so problems that turn mixed add contrast without off-policy text
     problems_by_outcome runs/qwen/mbpp-no-contrast.jsonl fail pass
-    bench quality --dataset runs/qwen/mbpp-no-contrast.jsonl --split=-validation --strategies sample --k 8 --seed 1 \
-      --policy "$POLICY" --prompt "$(chosen)" "${SAMPLING[@]}" --out "$OUT/mbpp-train-3" --json > /dev/null
+    samples_again runs/qwen/mbpp-no-contrast.jsonl "$OUT/mbpp-train-3"
     ;;
   new-contrast-cv)  # by the rule fixed before it ran (results/qwen/critic-cv/new-contrast-preregistration.md):
                     # v3's recipe over 6 fold seeds with the new samples as extra rows (never tested on; a problem
