@@ -55,13 +55,18 @@ def cmd_quality(args):
 
         def same(s):  # one dataset file under two spellings of its path is the same dataset
             s = {k: v for k, v in s.items() if k not in free}
-            # The tree's "chunk" (tokens between checks) went with the batched engine (one token a step).
-            decode = {k: v for k, v in s.get("decode", {}).items() if k != "chunk"}
+            # The tree's "chunk" (tokens between checks) went with the batched engine (one token a step);
+            # the load check changes only best_of_k's pick (checked below).
+            decode = {k: v for k, v in s.get("decode", {}).items() if k not in ("chunk", "load_check")}
             return {**s, "decode": decode,
                     "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
         if same(old) != same(settings):
             raise ConfigError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
+        checked = old["decode"].get("load_check", False)  # runs from before the load check had none
+        if "best_of_k" in guided and checked != cfg.load_check:
+            raise ConfigError(f"{args.out} holds best_of_k runs made {'with' if checked else 'without'} the load check; "
+                              f"use a new --out or {'--load-check' if checked else '--no-load-check'}")
         if old.get("value") != settings["value"] and guided:
             raise ConfigError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
                              "use a new --out (its runs/sample.jsonl can be copied there and reused)")

@@ -38,6 +38,7 @@ class RunCandidate(_RunCandidateKeys, total=False):
     tokens: int            # how many
     finish: str
     mean_logprob: float | None
+    loads: bool | None     # the load check's verdict (best_of_k with --load-check): the program imports
 
 
 class _RunKeys(TypedDict):
@@ -129,10 +130,11 @@ def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32) -> Iterator[Sam
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 
-def rank_samples(value, row: SampleRow) -> RunRow:
+def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
     """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
     once, their weight counting the copies; the highest value at the last token wins, ties to the
-    earlier sample). Cost = the samples' plus the value pass."""
+    earlier sample; with `loads`, engine.best_of_k.load_checker's, programs that fail to import come
+    last). Cost = the samples' plus the value pass (and the load check)."""
     from engine.best_of_k import rank_candidates
     from engine.result import Candidate
     stored = {}
@@ -141,7 +143,7 @@ def rank_samples(value, row: SampleRow) -> RunRow:
     before, start = value.tokens_scored, time.perf_counter()
     ranked = rank_candidates(value, row["prompt_tokens"],
                              [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"], mean_logprob=s["mean_logprob"])
-                              for s in row["candidates"]])
+                              for s in row["candidates"]], loads=loads)
     seconds = time.perf_counter() - start
     wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
     wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)
@@ -152,13 +154,15 @@ def rank_samples(value, row: SampleRow) -> RunRow:
             "verdict": best["verdict"], "value": ranked[0].value, "stats": stats,
             "candidates": [{"value": c.value, "passed": stored[c.program]["passed"], "verdict": stored[c.program]["verdict"],
                             "weight": 1 + c.duplicates, "tokens": len(c.tokens), "finish": c.finish_reason,
-                            "mean_logprob": stored[c.program]["mean_logprob"]} for c in ranked]}
+                            "mean_logprob": stored[c.program]["mean_logprob"],
+                            **({} if c.loads is None else {"loads": c.loads})} for c in ranked]}
 
 
 def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):
     """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done.
     sample and best_of_k share runs/sample.jsonl: best_of_k ranks stored samples, sampling only
     the problems that have none yet (many problems in one batch)."""
+    from engine.best_of_k import load_checker
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
     store = RowStore(runs, f"{strategy}.jsonl", writer=True, fields=fields_of(strategy))
@@ -175,7 +179,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, p
             rows = {r["problem_id"]: r for r in samples.rows()}
             for problem in problems:
                 if problem.id not in done:
-                    store.append(rank_samples(value, rows[problem.id]))
+                    store.append(rank_samples(value, rows[problem.id], load_checker(problem, cfg)))
                 if progress:
                     progress()
         elif progress:
@@ -261,25 +265,30 @@ def summarize(rows_by_strategy, k_report=3):
 def rankers(best_of_k_rows):
     """pass@1 of one program picked from the same k samples by each ranker, per problem: the value
     model, the policy's mean token log-prob, a random pick (exact expectation) and the oracle (any
-    sample passes: pass@k). With each, its 95% bootstrap interval over problems, its gain relative
-    to the random pick and the share of the random-to-oracle gap it closes."""
+    sample passes: pass@k); where the load check ran, the first three again with it (programs that
+    fail to import ranked last). With each, its 95% bootstrap interval over problems, its gain
+    relative to the random pick and the share of the random-to-oracle gap it closes."""
     per_problem = []
     for r in best_of_k_rows:
         samples = [c for c in r["candidates"] for _ in range(c["weight"])]
         labels = [int(c["passed"]) for c in samples]
         lp = [c.get("mean_logprob") for c in samples]
-        per_problem.append({
-            "value": None if any(c["value"] is None for c in samples) else
-            top_k_pass([(c["value"], y) for c, y in zip(samples, labels)], 1),
-            "mean_logprob": None if None in lp and len(set(lp)) == 1 else
-            top_k_pass([(-math.inf if v is None else v, y) for v, y in zip(lp, labels)], 1),
-            "random": random_pass_at_k(len(labels), sum(labels), 1),
-            "oracle": float(any(labels))})
+        loads = [c.get("loads") is not False for c in samples]
+        scores = {"value": None if any(c["value"] is None for c in samples) else [c["value"] for c in samples],
+                  "mean_logprob": None if None in lp and len(set(lp)) == 1 else
+                  [-math.inf if v is None else v for v in lp],
+                  "random": [0] * len(samples)}
+        picks = {}
+        for name, score in scores.items():
+            picks[name] = None if score is None else top_k_pass(list(zip(score, labels)), 1)
+            picks[name + "+load"] = None if score is None else top_k_pass(list(zip(zip(loads, score), labels)), 1)
+        per_problem.append({**picks, "oracle": float(any(labels))})
     names = ["value", "mean_logprob", "random", "oracle"]
-    if any(p["mean_logprob"] is None for p in per_problem):
-        names.remove("mean_logprob")  # rows from before log-probs were stored
-    if any(p["value"] is None for p in per_problem):
-        names.remove("value")  # samples no value model has ranked yet
+    if any("loads" in c for r in best_of_k_rows for c in r["candidates"]):
+        names[3:3] = ["value+load", "mean_logprob+load", "random+load"]
+    for name in ("mean_logprob", "value"):  # rows from before log-probs were stored; samples not yet ranked
+        if any(p[name] is None for p in per_problem):
+            names = [n for n in names if not n.startswith(name)]
 
     def gap(name):
         def stat(sample):
@@ -352,7 +361,8 @@ def markdown(summary, settings):
                       "the gain comes only from problems with mixed samples."]
     if sel:
         labels = {"value": "value model", "mean_logprob": "policy mean token log-prob", "random": "random pick (exact)",
-                  "oracle": f"oracle (pass@{sel['k']})"}
+                  "value+load": "value model + load check", "mean_logprob+load": "mean token log-prob + load check",
+                  "random+load": "random pick among those that load", "oracle": f"oracle (pass@{sel['k']})"}
         lines += ["", f"## Rankers over the same {sel['k']} samples", "",
                   "| ranker | pass@1 | 95% interval | relative gain over random | gap closed (random -> oracle) | gap closed 95% interval |",
                   "|---|---|---|---|---|---|"]
@@ -364,6 +374,10 @@ def markdown(summary, settings):
             lines.append(f"| {labels[name]} | {_pct(s['pass@1'])} | {_ci(s['ci95'])} | {g} | {gc} | {gci} |")
         lines += ["", "Gap closed = (ranker - random) / (oracle - random): 0% is a random pick, 100% always "
                       "finds a passing sample when one exists. Intervals: bootstrap over problems."]
+        if "value+load" in sel["rankers"]:
+            lines += ["", "Load check: each program run once in the sandbox without tests; those that fail to "
+                          "import rank below every one that imports (not the value model: a filter in front of "
+                          "any ranker). The best_of_k row above is the engine's pick, with the check."]
     return "\n".join(lines) + "\n"
 
 

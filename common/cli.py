@@ -55,8 +55,8 @@ def option(default, help=None, **argparse_kwargs):
 
 def add_config_options(parser, config, only=None, exclude=(), **overrides):
     """One option per field of the dataclass `config` (those in `only`, else all but `exclude`):
-    `--kebab-case-name`, its default and type (int, float, str; a bool that defaults to False is a
-    flag) from the field, help and choices from its metadata (see `option`). `overrides`: field name
+    `--kebab-case-name`, its default and type (int, float, str; a bool is a flag, with a `--no-` form
+    when it defaults to True) from the field, help and choices from its metadata (see `option`). `overrides`: field name
     -> argparse keywords that replace the derived ones (e.g. choices known only to the command)."""
     hints = typing.get_type_hints(config)
     for f in dataclasses.fields(config):
@@ -66,10 +66,8 @@ def add_config_options(parser, config, only=None, exclude=(), **overrides):
             raise TypeError(f"{config.__name__}.{f.name}: an option needs a plain default")
         kwargs = {"default": f.default, **f.metadata}
         kind = hints[f.name]
-        if kind is bool:
-            if f.default is not False:
-                raise TypeError(f"{config.__name__}.{f.name}: only a bool that defaults to False is an option (a flag)")
-            kwargs["action"] = "store_true"
+        if kind is bool:  # a flag; one that is on by default also gets its --no- form
+            kwargs["action"] = "store_true" if f.default is False else argparse.BooleanOptionalAction
         elif "type" not in kwargs:
             if kind not in (int, float, str):
                 raise TypeError(f"{config.__name__}.{f.name}: no option for a field of type {kind}")

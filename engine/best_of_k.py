@@ -1,5 +1,6 @@
 """best_of_k: sample k complete programs in one batch, score each with the value model (its value
-at the last token: the outcome reward), return the best, with every candidate ranked."""
+at the last token: the outcome reward), return the best, with every candidate ranked. With the load
+check, programs that fail to import rank below every one that imports, whatever their value."""
 
 from engine.result import Candidate, DecodeResult, Stats
 from lm.policy import SamplingParams, mean_logprob
@@ -23,10 +24,20 @@ def sample_candidates(policy, problem, cfg, n, temperature):
     return prompt, [to_candidate(problem, c) for c in completions]
 
 
-def rank_candidates(value, prompt, candidates, dedupe=True):
+def load_checker(problem, cfg):
+    """The load check for this problem, or None: programs -> whether each imports (judge.loads_many).
+    A stdio program reads its input at import, so only function problems' programs are checked."""
+    if not cfg.load_check or problem.kind == "stdio":
+        return None
+    from judge import loads_many
+    return loads_many
+
+
+def rank_candidates(value, prompt, candidates, dedupe=True, loads=None):
     """The candidates best first by their value as finished programs (with the policy's mean token
-    log-prob of each, for a value model that reads it). With dedupe, identical programs are scored
-    once: later copies fold into the first (its `duplicates` counts them)."""
+    log-prob of each, for a value model that reads it); with `loads` (load_checker's), those that
+    fail to import come last. With dedupe, identical programs are scored once: later copies fold
+    into the first (its `duplicates` counts them)."""
     if dedupe:
         unique = {}
         for c in candidates:
@@ -39,8 +50,11 @@ def rank_candidates(value, prompt, candidates, dedupe=True):
     finals = value.final_values(prompt, [c.tokens for c in candidates], lps)
     for c, v in zip(candidates, finals):
         c.value = v
+    if loads is not None:
+        for c, ok in zip(candidates, loads([c.program for c in candidates])):
+            c.loads = ok
     # Stable sort: among equal values the earlier sample wins.
-    return sorted(candidates, key=lambda c: -c.value)
+    return sorted(candidates, key=lambda c: (c.loads is False, -c.value))
 
 
 def best_of_k(policy, value, problem, cfg):
@@ -48,6 +62,6 @@ def best_of_k(policy, value, problem, cfg):
     with stats.phase("sample"):
         prompt, candidates = sample_candidates(policy, problem, cfg, cfg.k, cfg.temperature)
     with stats.phase("value"):
-        ranked = rank_candidates(value, prompt, candidates, cfg.dedupe)
+        ranked = rank_candidates(value, prompt, candidates, cfg.dedupe, load_checker(problem, cfg))
     stats.extra["unique_programs"] = len(ranked)
     return DecodeResult("best_of_k", ranked[0].program, ranked[0].value, ranked, stats.as_dict())

@@ -50,6 +50,8 @@ class DecodeConfig:
     patience: int = option(8, "tree: for this many consecutive tokens")
     warmup: float = option(0.5, "tree: after this fraction of the first rollout's length")
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
+    load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
+                                    "those that fail to import last (function problems)")
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Candidate:
     origin: str = ""             # tree: "trunk" or the branch path
     logprobs: list = None        # the policy's log-probs of its tokens (sampled candidates)
     mean_logprob: float | None = None  # their mean, where only it is kept (stored samples)
+    loads: bool | None = None    # the load check: whether the program imports (None: not run)
 
 
 @dataclass

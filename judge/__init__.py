@@ -2,16 +2,16 @@
 
 `judge.problems`: one Problem type and the loaders of every source; `judge.sandbox`: the fork server
 and its isolation; `judge.compare`: output comparison (strict, apps-legacy); `judge.core`: judge,
-judge_many; `judge.cli`: the `judge` command.
+judge_many, loads_many; `judge.cli`: the `judge` command.
 
 May import only common (layers, bottom to top: common, judge, lm, datagen, valuemodel, engine, bench;
 each imports only the ones below it); `judge/_runner.py`, which runs inside the sandbox, imports
 nothing of forkcode.
 """
 
-from judge.core import VERDICTS, TestResult, Verdict, judge, judge_many
+from judge.core import VERDICTS, TestResult, Verdict, judge, judge_many, loads_many
 from judge.problems import Problem, ProblemError, load_dataset, load_problem
 from judge.sandbox import Limits, SandboxError, isolation_level
 
 __all__ = ["VERDICTS", "Limits", "Problem", "ProblemError", "SandboxError", "TestResult", "Verdict",
-           "isolation_level", "judge", "judge_many", "load_dataset", "load_problem"]
+           "isolation_level", "judge", "judge_many", "load_dataset", "load_problem", "loads_many"]

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from judge.compare import outputs_equal
-from judge.problems import ProblemError
+from judge.problems import Problem, ProblemError
 from judge.sandbox import Limits, SandboxError, isolation_level, run_job
 
 VERDICTS = ("pass", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
@@ -137,3 +137,15 @@ def judge_many(pairs, *, workers=None, progress=None, **options):
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, pairs))
+
+
+# A function program's module with one empty test after it: it passes iff the module imports.
+_IMPORT_ONLY = Problem(id="import-only", question="", kind="assert", tests=["pass\n"])
+
+
+def loads_many(programs, *, timeout=4.0, workers=None):
+    """Whether each program (a `call` or `assert` problem's: it defines functions) runs as a module in
+    the sandbox without an error, a timeout or the memory limit. No test is run, so this needs
+    nothing but the program; one that fails here fails every test of its problem."""
+    return [v.verdict == "pass" for v in judge_many([(p, _IMPORT_ONLY) for p in programs],
+                                                     workers=workers, timeout=timeout)]

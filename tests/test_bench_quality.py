@@ -84,10 +84,12 @@ class FakePolicy:
     def decode(self, tokens):
         return ""
 
+    programs = (WRONG, WRONG, RIGHT)
+
     def sample(self, prefix, n, params):
         from lm.policy import Completion
         self.calls.append(n)
-        texts = [f"```python\n{WRONG}```", f"```python\n{WRONG}```", f"```python\n{RIGHT}```"]
+        texts = [f"```python\n{p}```" for p in self.programs]
         lps = [-1.0, -1.0, -0.5]
         return [Completion([7] * (i + 1), [lps[i]] * (i + 1), texts[i], "eos") for i in range(n)]
 
@@ -113,6 +115,7 @@ def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp
     # Identical programs are scored once and folded (weight 2); the value model's pick is wrong.
     assert [(c["value"], c["weight"], c["passed"]) for c in rows[0]["candidates"]] == [(0.9, 2, False), (0.4, 1, True)]
     assert rows[0]["passed"] is False and rows[0]["verdict"] == "wrong_answer"
+    assert "loads" not in rows[0]["candidates"][0]  # a stdio program reads stdin at import: not load-checked
     assert rows[0]["stats"]["policy_tokens"] == 6 and rows[0]["stats"]["value_tokens"] == 2 + 1 + 3
     # Resume: nothing is sampled or ranked again.
     rows = run_strategy(policy, value, [SUM, other], "best_of_k", cfg, str(tmp_path))
@@ -134,10 +137,36 @@ def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp
     assert "| best_of_k | 2 | 0.0% |" in report and "| policy mean token log-prob | 100.0% |" in report
 
 
+INC = Problem(id="inc", question="inc(x) returns x + 1.", kind="assert", fn_name="inc",
+              tests=["assert inc(1) == 2\n", "assert inc(-1) == 0\n"])
+
+
+class CrashingPolicy(FakePolicy):
+    """The value model's favourite (one token, 0.9) asserts a wrong fact at import; the right one is last."""
+    programs = ("def inc(x):\n    return x + 1\nassert inc(1) == 3\n", "def inc(x):\n    return x\n",
+                "def inc(x):\n    return x + 1\n")
+
+
+@pytest.mark.parametrize("load_check", [True, False])
+def test_the_load_check_ranks_programs_that_fail_to_import_last(tmp_path, load_check):
+    rows = run_strategy(CrashingPolicy(), FakeValue(), [INC], "best_of_k", DecodeConfig(k=3, load_check=load_check),
+                        str(tmp_path))
+    assert [c["verdict"] for c in rows[0]["candidates"]] == (
+        ["wrong_answer", "pass", "runtime_error"] if load_check else ["runtime_error", "wrong_answer", "pass"])
+    assert [c.get("loads") for c in rows[0]["candidates"]] == ([True, True, False] if load_check else [None] * 3)
+    r = summarize({"best_of_k": rows})["best_of_k_selection"]["rankers"]
+    assert r["value"]["pass@1"] == 0.0 and r["random"]["pass@1"] == pytest.approx(1 / 3)
+    if load_check:  # among the two that import, the value ties (0.4): a random pick of them
+        assert r["value+load"]["pass@1"] == pytest.approx(0.5) and r["random+load"]["pass@1"] == pytest.approx(0.5)
+        assert r["mean_logprob+load"]["pass@1"] == 1.0
+    else:
+        assert "value+load" not in r and "random+load" not in r
+
+
 def test_ranking_stored_samples_is_engine_best_of_k(tiny_policy, tiny_model_dir, tmp_path):
     """bench's sample-then-rank gives the program and value engine.best_of_k gives on the same samples."""
     from bench.quality import rank_samples, sample_rows
-    from engine.best_of_k import best_of_k
+    from engine.best_of_k import best_of_k, load_checker
     from judge.problems import load_dataset
     from valuemodel.model import ValueModel
 
@@ -155,7 +184,7 @@ def test_ranking_stored_samples_is_engine_best_of_k(tiny_policy, tiny_model_dir,
     cfg = DecodeConfig(k=4, max_new_tokens=12, temperature=1.0, top_p=1.0, seed=3)
     direct = best_of_k(tiny_policy, value, problem, cfg)
     (row,) = sample_rows(OnlySample(tiny_policy), [problem], cfg)
-    ranked = rank_samples(value, row)
+    ranked = rank_samples(value, row, load_checker(problem, cfg))
     assert ranked["value"] == pytest.approx(direct.value, abs=1e-6)
     assert [c["value"] for c in ranked["candidates"]] == pytest.approx([c.value for c in direct.candidates], abs=1e-6)
     assert sum(c["weight"] for c in ranked["candidates"]) == 4
@@ -187,6 +216,9 @@ def test_bench_quality_cli_end_to_end_on_humaneval(tiny_model_dir, tmp_path):
     # Other settings into the same directory: one line, exit 2.
     r = _bench("quality", *common[:-6], "--k", "3", "--max-new-tokens", "6", "--token-budget", "24")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other settings" in r.stderr
+    # best_of_k's ranking was made with the load check: resuming without it is refused.
+    r = _bench("quality", *common, "--strategies", "best_of_k", "--no-load-check")
+    assert r.returncode == 2 and "made with the load check; use a new --out or --load-check" in r.stderr
     r = _bench("report", str(tmp_path))
     assert r.returncode == 2 and "not a `bench quality` directory" in r.stderr
     r = _bench("report", out, "--json")

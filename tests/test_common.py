@@ -81,8 +81,11 @@ def test_options_come_from_the_config_fields_and_build_the_config_back():
     assert "tokens (default 512)" in parser.format_help()
     with pytest.raises(SystemExit):
         parser.parse_args(["--mode", "loose"])
-    with pytest.raises(TypeError, match="defaults to False"):
-        add_config_options(OneLineParser(), Config)
+    # A bool that is on by default is turned off by its --no- form.
+    both = OneLineParser(prog="p")
+    add_config_options(both, Config, only=("quick", "kept"))
+    assert config_from_args(Config, both.parse_args(["--no-kept"])).kept is False
+    assert config_from_args(Config, both.parse_args([])).kept is True
 
 
 def test_the_commands_defaults_are_the_config_defaults(monkeypatch):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from judge import Problem, ProblemError, judge, judge_many, load_dataset, load_problem
+from judge import Problem, ProblemError, judge, judge_many, load_dataset, load_problem, loads_many
 from judge.compare import legacy_stdout_equal, outputs_equal, strict_stdout_equal
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -137,6 +137,16 @@ def test_assert_tests_count_each_assert():
     # Ending the process mid-test with status 0 is no pass (found by bench/test_judge_load.py).
     v = judge("def sq(x):\n    import os\n    os._exit(0)", p)
     assert v.verdict == "runtime_error" and "before its tests finished" in v.tests[0].detail
+
+
+def test_loads_many_runs_only_the_module():
+    programs = ["def f(x):\n    return x.missing\n",          # wrong, but it imports
+                "def f(x):\n    return x\nassert f(1) == 2\n",  # the policy's own failing assert
+                "from typing import float\n",
+                "def f(x) return x\n",
+                "while True:\n    pass\n",
+                "def f(x):\n    return x\nif __name__ == '__main__':\n    input()\n"]
+    assert loads_many(programs, timeout=1.0) == [True, False, False, False, False, True]
 
 
 def test_humaneval_canonical_solutions_all_pass():

@@ -56,7 +56,9 @@ def selection(groups, ks=(1, 3)):
 
 
 def top_k_pass(items, k):
-    ranked = sorted(items, key=lambda vy: -vy[0])
+    """The chance that k items picked by value (highest first; ties at the cut drawn at random)
+    include a passing one. items: (value, label); a value may be a tuple, compared in order."""
+    ranked = sorted(items, key=lambda vy: vy[0], reverse=True)
     cut = ranked[k - 1][0]
     above = [y for v, y in ranked if v > cut]
     tied = [y for v, y in ranked if v == cut]
