@@ -34,7 +34,7 @@ from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
 
 
 @torch.inference_mode()
-def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=False):
+def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=False, own=0):
     from transformers import DynamicCache
 
     from lm.policy import vocab_fingerprint
@@ -90,6 +90,10 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=Fa
                                             "late": last[late].mean(0).to(torch.bfloat16),
                                             "logp": token_logp[keep].mean().item(), "min_logp": token_logp[keep].min().item(),
                                             "entropy": entropy[keep].mean().item(), "tokens": n_keep}
+                    if own:  # each layer's mean over the labelled tokens not copied from the prompt
+                        copied = torch.tensor(copied_from_prompt(list(prompt), responses[j], own))
+                        mine = keep & ~copied if (keep & ~copied).any() else keep
+                        done["rows"][str(i)]["own"] = per_layer[j][:, :len(keep)][:, mine].mean(1).to(torch.bfloat16)
                     if verify:  # the state that answers the question after the program, and its Yes-vs-No logit
                         answer = per_layer[j, :, len(read[j]) - 1]
                         done["rows"][str(i)]["verify"] = answer.to(torch.bfloat16)
@@ -103,6 +107,17 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=Fa
             h.remove()
         _save(done, out)
     print(file=sys.stderr)
+
+
+def copied_from_prompt(prompt, response, n=8):
+    """Per response token: whether it lies in a run of n tokens that occurs verbatim in the prompt
+    (a HumanEval answer repeats the prompt's signature and docstring: most of its tokens)."""
+    grams = {tuple(prompt[i:i + n]) for i in range(len(prompt) - n + 1)}
+    copied = [False] * len(response)
+    for i in range(len(response) - n + 1):
+        if tuple(response[i:i + n]) in grams:
+            copied[i:i + n] = [True] * n
+    return copied
 
 
 # --verify: a question after the program (a new chat turn, in ChatML: Qwen's format, written out rather
@@ -145,6 +160,8 @@ def load(path, add=(), pool="mean"):
     x = torch.stack([rows[k]["mean"].float() for k in order])  # rows, layers, hidden
     if pool == "late":
         x[:, -1] = torch.stack([rows[k]["late"].float() for k in order])
+    elif pool == "own":
+        x = torch.stack([rows[k]["own"].float() for k in order])
     elif pool == "verify":
         x = torch.stack([rows[k]["verify"].float() for k in order])
     elif pool == "mean+verify":
@@ -202,6 +219,8 @@ def main(argv=None):
     e.add_argument("--mixed-only", action="store_true",
                    help="only prompts with both passing and failing rows (the only ones a within-problem probe "
                         "learns from or is judged on): about half the work on MBPP")
+    e.add_argument("--own", type=int, default=0, metavar="N",
+                   help="also keep each layer's mean over the tokens not covered by an N-token run copied from the prompt")
     e.add_argument("--verify", action="store_true",
                    help="also keep each layer's state after a question appended to the program (VERIFY_SUFFIX) "
                         "and the Yes-vs-No logit there")
@@ -213,9 +232,10 @@ def main(argv=None):
     c.add_argument("--extra", help="more training rows' features (e.g. more samples of the same problems): they join "
                                    "the training folds and the held-out fit, never the CV's test rows")
     c.add_argument("--add", default="", help=f"per-row scalars appended to the features: any of {','.join(SCALARS)}")
-    c.add_argument("--pool", choices=("mean", "late", "verify", "mean+verify"), default="mean",
+    c.add_argument("--pool", choices=("mean", "late", "own", "verify", "mean+verify"), default="mean",
                    help="the last layer's pooling: mean over the program, or over its second half; verify: each "
-                        "layer's state answering the question after the program (extract --verify); mean+verify: both")
+                        "layer's state answering the question after the program (extract --verify); mean+verify: both; own: "
+                        "each layer's mean over the tokens not copied from the prompt (extract --own)")
     c.add_argument("--only-added", action="store_true", help="the added scalars alone (no hidden states)")
     c.add_argument("--seeds", type=int, default=1, help="repeat the CV over this many fold assignments (mean and sd)")
     c.add_argument("--added-l2", type=float, default=1.0,
@@ -223,7 +243,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.cmd == "extract":
-        extract(args.base, args.data, args.out, mixed_only=args.mixed_only, verify=args.verify)
+        extract(args.base, args.data, args.out, mixed_only=args.mixed_only, verify=args.verify, own=args.own)
         return 0
     add = tuple(a for a in args.add.split(",") if a)
     if not set(add) <= set(SCALARS):

@@ -50,3 +50,35 @@ def test_verify_extract_keeps_the_program_features_and_reads_the_answer_state(ti
                              "--layers", "1", "--seeds", "2"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["pool"] == "mean+verify" and set(row["cv_seeds"]) == {"within_auroc", "gap_closed"}
+
+
+def test_copied_from_prompt_marks_only_verbatim_runs_of_n_prompt_tokens():
+    from bench.layer_probe import copied_from_prompt
+    prompt = [1, 2, 3, 4, 5, 6]
+    assert copied_from_prompt(prompt, [9, 2, 3, 4, 8, 3, 4, 5], n=3) == [False, True, True, True, False, True, True, True]
+    assert copied_from_prompt(prompt, [2, 3, 9, 4, 5], n=3) == [False] * 5  # runs shorter than n are the program's own
+    assert copied_from_prompt(prompt, [1, 2], n=3) == [False, False]
+
+
+def test_own_extract_pools_the_last_layer_over_the_uncopied_tokens(tiny_model_dir, tmp_path):
+    """--own N: each layer's mean over the response tokens outside verbatim N-token runs of the
+    prompt, checked against a full forward's final-normed last layer."""
+    rows = _rows(tiny_model_dir)
+    for r in rows[::3]:  # some responses start by repeating the prompt's last two tokens
+        r["response_tokens"] = [6, 7] + r["response_tokens"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(tmp_path / "own.pt")
+    assert layer_probe.main(["extract", "--base", tiny_model_dir, "--data", str(data), "--out", out, "--own", "2"]) == 0
+    got = torch.load(out, weights_only=False)["rows"]
+
+    from valuemodel.model import ValueModel
+    trunk = ValueModel.from_base(tiny_model_dir, last_layers=0).model.base_model
+    for i in (0, 1, 3):
+        prompt, response = rows[i]["prompt_tokens"], rows[i]["response_tokens"]
+        with torch.inference_mode():
+            states = trunk(input_ids=torch.tensor([prompt + response])).last_hidden_state[0, len(prompt):].float()
+        own = torch.tensor([not c for c in layer_probe.copied_from_prompt(prompt, response, 2)])
+        assert bool(own.all()) == (i % 3 != 0)
+        torch.testing.assert_close(got[str(i)]["own"][-1].float(), states[own].mean(0), atol=3e-2, rtol=3e-2)
+        torch.testing.assert_close(got[str(i)]["mean"][-1].float(), states.mean(0), atol=3e-2, rtol=3e-2)
