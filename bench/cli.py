@@ -64,7 +64,7 @@ def cmd_quality(args):
             raise ConfigError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
         checked = old.get("decode", {}).get("load_check", False)  # runs from before the load check had none
-        if "best_of_k" in guided and checked != cfg.load_check:
+        if "best_of_k" in guided and checked != cfg.load_check and any(p.kind == "assert" for p in problems):
             raise ConfigError(f"{args.out} holds best_of_k runs made {'with' if checked else 'without'} the load check; "
                               f"use a new --out or {'--load-check' if checked else '--no-load-check'}")
         if old.get("value") != settings["value"] and guided:

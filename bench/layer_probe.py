@@ -91,8 +91,9 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=Fa
                                             "logp": token_logp[keep].mean().item(), "min_logp": token_logp[keep].min().item(),
                                             "entropy": entropy[keep].mean().item(), "tokens": n_keep}
                     if own:  # each layer's mean over the labelled tokens not copied from the prompt
-                        copied = torch.tensor(copied_from_prompt(list(prompt), responses[j], own))
-                        mine = keep & ~copied if (keep & ~copied).any() else keep
+                        mine = keep & ~torch.tensor(copied_from_prompt(list(prompt), responses[j], own))
+                        if not mine.any():  # all copied: the program's mean, rather than no feature
+                            mine = keep
                         done["rows"][str(i)]["own"] = per_layer[j][:, :len(keep)][:, mine].mean(1).to(torch.bfloat16)
                     if verify:  # the state that answers the question after the program, and its Yes-vs-No logit
                         answer = per_layer[j, :, len(read[j]) - 1]
@@ -109,7 +110,7 @@ def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=Fa
     print(file=sys.stderr)
 
 
-def copied_from_prompt(prompt, response, n=8):
+def copied_from_prompt(prompt, response, n):
     """Per response token: whether it lies in a run of n tokens that occurs verbatim in the prompt
     (a HumanEval answer repeats the prompt's signature and docstring: most of its tokens)."""
     grams = {tuple(prompt[i:i + n]) for i in range(len(prompt) - n + 1)}
@@ -220,7 +221,8 @@ def main(argv=None):
                    help="only prompts with both passing and failing rows (the only ones a within-problem probe "
                         "learns from or is judged on): about half the work on MBPP")
     e.add_argument("--own", type=int, default=0, metavar="N",
-                   help="also keep each layer's mean over the tokens not covered by an N-token run copied from the prompt")
+                   help="also keep each layer's mean over the tokens not covered by an N-token run copied from the prompt "
+                        "(like --verify, only in rows extracted with it: use a new --out)")
     e.add_argument("--verify", action="store_true",
                    help="also keep each layer's state after a question appended to the program (VERIFY_SUFFIX) "
                         "and the Yes-vs-No logit there")

@@ -51,7 +51,7 @@ class DecodeConfig:
     warmup: float = option(0.5, "tree: after this fraction of the first rollout's length")
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
     load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
-                                    "those that fail to import last (function problems; default: on)")
+                                    "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
 
 
 @dataclass

@@ -139,13 +139,13 @@ def judge_many(pairs, *, workers=None, progress=None, **options):
         return list(pool.map(one, pairs))
 
 
-# A function program's module with one empty test after it: it passes iff the module imports.
+# An assert problem's program with one empty test after it: it passes iff the module imports.
 _IMPORT_ONLY = Problem(id="import-only", question="", kind="assert", tests=["pass\n"])
 
 
-def loads_many(programs, *, timeout=4.0, workers=None):
-    """Whether each program (a `call` or `assert` problem's: it defines functions) runs as a module in
-    the sandbox without an error, a timeout or the memory limit. No test is run, so this needs
-    nothing but the program; one that fails here fails every test of its problem."""
-    return [v.verdict == "pass" for v in judge_many([(p, _IMPORT_ONLY) for p in programs],
-                                                     workers=workers, timeout=timeout)]
+def loads_many(programs, **options):
+    """Whether each program of an `assert` problem (HumanEval, MBPP: it defines functions) runs as
+    a module in the sandbox without an error, a timeout or the memory limit (options: judge_many's).
+    No test is run, so this needs nothing but the program; one that fails here fails every test of
+    its problem. (Not for `call` problems: the judge gives their modules names APPS starters assume.)"""
+    return [v.verdict == "pass" for v in judge_many([(p, _IMPORT_ONLY) for p in programs], **options)]

@@ -69,7 +69,7 @@ def test_options_come_from_the_config_fields_and_build_the_config_back():
         top_p: float = 0.95
         mode: str = option("strict", choices=("strict", "apps-legacy"))
         quick: bool = False
-        kept: bool = True  # not an option
+        kept: bool = True
         name: str = "x"
 
     parser = OneLineParser(prog="p")

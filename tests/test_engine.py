@@ -443,3 +443,16 @@ def test_searches_side_by_side_equal_each_alone(tiny_policy):
             assert [c.value for c in a.candidates] == [c.value for c in b.candidates]
             for key in ("policy_tokens", "policy_forward_tokens", "value_tokens"):
                 assert a.stats[key] == b.stats[key]
+
+
+def test_the_load_check_runs_only_on_assert_problems():
+    """Stdio programs read their input at import; a call problem's module gets the judge's prelude
+    (`List` and the like), which an import-only run lacks: a right `class Solution` would fail it."""
+    from engine.best_of_k import load_checker
+    from judge import loads_many
+    call = Problem(id="c", question="", kind="call", fn_name="f", inputs=[[1]], outputs=[1])
+    assert_problem = Problem(id="a", question="", kind="assert", tests=["assert f(1) == 1\n"])
+    assert load_checker(PROBLEM, DecodeConfig()) is None and load_checker(call, DecodeConfig()) is None
+    assert load_checker(assert_problem, DecodeConfig()) is loads_many
+    assert load_checker(assert_problem, DecodeConfig(load_check=False)) is None
+    assert loads_many(["class Solution:\n    def f(self, a: List[int]) -> int:\n        return 1\n"]) == [False]
