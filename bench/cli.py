@@ -63,8 +63,9 @@ def cmd_quality(args):
         if same(old) != same(settings):
             raise ConfigError(f"{args.out} holds runs made with other settings ({path}); use a new --out")
         guided = [s for s in ("best_of_k", "beam", "tree") if os.path.exists(os.path.join(args.out, "runs", f"{s}.jsonl"))]
+        from engine.best_of_k import load_checked
         checked = old.get("decode", {}).get("load_check", False)  # runs from before the load check had none
-        if "best_of_k" in guided and checked != cfg.load_check and any(p.kind == "assert" for p in problems):
+        if "best_of_k" in guided and checked != cfg.load_check and any(map(load_checked, problems)):
             raise ConfigError(f"{args.out} holds best_of_k runs made {'with' if checked else 'without'} the load check; "
                               f"use a new --out or {'--load-check' if checked else '--no-load-check'}")
         if old.get("value") != settings["value"] and guided:

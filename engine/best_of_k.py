@@ -24,11 +24,16 @@ def sample_candidates(policy, problem, cfg, n, temperature):
     return prompt, [to_candidate(problem, c) for c in completions]
 
 
+def load_checked(problem):
+    """Whether the load check applies: only to assert problems' programs (HumanEval, MBPP). A stdio
+    program reads its input at import, and a call problem's module gets names from the judge that
+    the check does not give."""
+    return problem.kind == "assert"
+
+
 def load_checker(problem, cfg):
-    """The load check for this problem, or None: programs -> whether each imports (judge.loads_many).
-    Only assert problems' programs (HumanEval, MBPP) are checked: a stdio program reads its input
-    at import, and a call problem's module gets names from the judge that the check does not give."""
-    if not cfg.load_check or problem.kind != "assert":
+    """The load check for this problem, or None: programs -> whether each imports (judge.loads_many)."""
+    if not (cfg.load_check and load_checked(problem)):
         return None
     from judge import loads_many
     return loads_many
