@@ -202,10 +202,9 @@ class ModelRows:
         return len(self.rows)
 
     def sample(self, params, generator, rows=None):
-        logits = self.logits.float() if rows is None else self.logits[torch.tensor(rows)].float()
+        logits = self.logits if rows is None else self.logits[torch.tensor(rows)]
         uniforms = torch.rand(logits.shape[0], generator=generator)
-        tokens = self.policy.pick(logits, params, uniforms)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None])[:, 0]
+        tokens, logprobs = self.policy.pick(logits, params, uniforms)
         self.policy.stats.generated_tokens += len(tokens)
         return tokens.tolist(), logprobs.tolist()
 

@@ -21,7 +21,8 @@ import torch
 
 from common.cli import ConfigError, ForkcodeError
 from common.store import atomic_path
-from lm.options import BACKENDS, DEFAULT_POLICY
+from lm.kvcache import GrowingCache
+from lm.options import BACKENDS, DEFAULT_BATCH_ROWS, DEFAULT_POLICY
 
 
 class ModelError(ForkcodeError, RuntimeError):
@@ -169,6 +170,10 @@ class Completion:
     logprobs: list             # log p of each generated token under the raw model distribution
     text: str
     finish_reason: str         # "eos" | "stop" | "length"
+    # With sample_many(..., features=True): the mean over the completion's tokens of the policy's final
+    # (normed) hidden state at each, fp32 -- what a head-only critic on this policy reads (its "mean"
+    # aggregate), recorded while sampling so that ranking and training need no second forward pass.
+    features: object = None
 
 
 @dataclass
@@ -290,6 +295,11 @@ class HFPolicy(TokenizerOps):
                          logits_to_keep=1 if last_only else 0)
         return out.logits, out.past_key_values
 
+    def _forward_last(self, input_ids, cache, attention_mask=None, position_ids=None):
+        """((next-token logits, final normed hidden state) at each row's last position, the grown cache)."""
+        (logits, hidden), cache = self.forward_rows(input_ids, cache, attention_mask, position_ids)
+        return (logits, hidden[-1]), cache
+
     def forward_rows(self, input_ids, cache, attention_mask=None, position_ids=None):
         """For engine.batch.Rows: ((next-token logits, the hidden states of every layer) at each
         row's last position, the grown cache). The hidden states are what a head-only value model on
@@ -302,8 +312,9 @@ class HFPolicy(TokenizerOps):
         return (out.logits[:, -1], [h[:, -1] for h in out.hidden_states]), out.past_key_values
 
     def pick(self, logits, params, uniforms):
-        """Next tokens for rows of logits (see _pick), with one uniform draw per row given."""
-        return self._pick(logits, params, None, uniforms)
+        """(next tokens, their log-probs under the raw distribution) for rows of logits (see
+        sample_tokens), with one uniform draw per row given."""
+        return sample_tokens(logits, params, uniforms)
 
     def sample_next(self, prefixes, params, seeds):
         """One token and its log-prob for each prefix (each prefilled on its own: the batched search
@@ -380,22 +391,28 @@ class HFPolicy(TokenizerOps):
         return PrefixState(seq, cache, len(seq) - 1)
 
     @torch.inference_mode()
-    def sample_many(self, requests, max_rows=32):
+    def sample_many(self, requests, max_rows=DEFAULT_BATCH_ROWS, features=False):
         """Completions for many prompts in one continuously refilled batch: `requests` is an iterable
         of (prefix, n, SamplingParams); yields (request index, its n completions) as each request
         finishes. A request is admitted (its prefix prefilled once, its n rows joining the batch)
         whenever the live rows leave room for it, so small searches over many problems keep the
         batch full instead of waiting for each problem's slowest sample. All requests must share
         temperature and top_p; seeds, stops and lengths are per request, and a request's samples
-        depend only on its own seed and the rows it shares the batch with."""
+        depend only on its own seed and the rows it shares the batch with. With `features`, each
+        Completion carries its mean final hidden state (Completion.features), at the cost of one
+        more forward token per completion (its last token)."""
         pending = iter(enumerate(requests))
-        live = _Batch(self)
+        live = _Batch(self, features)
         waiting = next(pending, None)
         while waiting is not None or live.rows:
-            while waiting is not None and (not live.rows or len(live.rows) + waiting[1][1] <= max_rows):
+            joining, rows = [], len(live.rows)
+            while waiting is not None and (not rows or rows + waiting[1][1] <= max_rows):
                 index, (prefix, n, params) = waiting
-                live.admit(index, list(prefix), n, params)
+                joining.append((index, list(prefix), n, params))
+                rows += n
                 waiting = next(pending, None)
+            if joining:
+                live.admit(joining)
             yield from live.step()
 
     def _batched_cache(self, state, lengths, k):
@@ -448,11 +465,10 @@ class HFPolicy(TokenizerOps):
         logprobs = [[] for _ in range(n_rows)]
         finish = ["length"] * n_rows
         for step in range(params.max_new_tokens):
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            nxt = self._pick(logits.float(), params, generator)
-            chosen_lp = logp.gather(1, nxt[:, None])[:, 0].tolist()
+            nxt, chosen_lp = sample_tokens(logits, params, torch.rand(logits.shape[0], generator=generator,
+                                                                      device=logits.device))
             keep = []
-            for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp)):
+            for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp.tolist())):
                 tokens[i].append(tok)
                 logprobs[i].append(lp)
                 ended = self._ended(prefixes[i // k], tokens[i], params)
@@ -479,69 +495,53 @@ class HFPolicy(TokenizerOps):
         groups = [completions[i * k:(i + 1) * k] for i in range(len(prefixes))]
         return (groups, cache) if keep_cache else groups
 
-    @staticmethod
-    def _pick(logits, params, generator, uniforms=None):
-        """Next tokens: greedy, or a sample at the temperature from the top-p nucleus.
-
-        No full-vocabulary sort and no multinomial over the vocabulary (on a 152k vocabulary at 8
-        rows those took 39 and 28 ms a step against a 180 ms model step): the nucleus is looked for
-        in the top NUCLEUS_CANDIDATES tokens (a full sort only for a row whose candidates hold less
-        than top_p of the mass), and sampling inverts the cumulative distribution with one uniform
-        draw per row."""
-        if params.temperature <= 0:
-            return logits.argmax(dim=-1)
-        scores = logits / params.temperature
-        if uniforms is None:
-            uniforms = torch.rand(logits.shape[0], generator=generator, device=logits.device)
-        if params.top_p >= 1.0:
-            return _inverse_cdf(scores.softmax(dim=-1), uniforms)
-        probs = scores.softmax(dim=-1)
-        top, order = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
-        if bool((top.sum(dim=-1) < params.top_p).any()):
-            top, order = probs.sort(dim=-1, descending=True)
-        before = top.cumsum(dim=-1) - top
-        top = top.masked_fill(before > params.top_p, 0.0)  # keep the token that crosses top_p
-        return order.gather(1, _inverse_cdf(top, uniforms)[:, None])[:, 0]
-
-
-NUCLEUS_CANDIDATES = 1024
-
 
 class _Batch:
-    """The live rows of HFPolicy.sample_many: one left-padded KV cache (a mask marks each row's
-    real positions), each row's next position id, its tokens so far and its request."""
+    """The live rows of HFPolicy.sample_many: one left-padded KV cache with room to grow (a mask
+    marks each row's real positions), each row's next position id, its tokens so far and its
+    request; with `features`, each row's running sum of its final hidden states."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, features=False):
         self.policy = policy
-        self.cache = self.mask = self.pos = self.logits = None
+        self.features = features
+        self.cache = self.mask = self.pos = self.logits = self.sums = None
         self.rows = []          # per row: [request index, sample index]
-        self.requests = {}      # index -> dict(prefix, params, generator, tokens, logprobs, finish, left)
+        self.requests = {}      # index -> dict(prefix, params, generator, tokens, logprobs, finish, left, features)
 
-    def admit(self, index, prefix, n, params):
-        from transformers import DynamicCache
-        policy = self.policy
-        if self.rows:
-            first = self.requests[self.rows[0][0]]["params"]
+    def admit(self, joining):
+        """Requests (index, prefix, n, params) join the batch: their prefixes prefilled together in
+        one left-padded forward (one pass over the weights for all of them), each then copied to its
+        n rows."""
+        policy, device = self.policy, self.policy.device
+        for index, prefix, n, params in joining:
+            first = self.requests[self.rows[0][0]]["params"] if self.rows else joining[0][3]
             if (first.temperature, first.top_p) != (params.temperature, params.top_p):
                 raise ValueError("sample_many: all requests must share temperature and top_p")
-        generator = torch.Generator(device=policy.device)
-        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        self.requests[index] = {"prefix": prefix, "params": params, "generator": generator, "left": n,
-                                "tokens": [[] for _ in range(n)], "logprobs": [[] for _ in range(n)],
-                                "finish": ["length"] * n}
-        cache = DynamicCache()
-        logits, cache = policy._forward(torch.tensor([prefix], device=policy.device), cache, last_only=True)
-        cache.batch_repeat_interleave(n)
-        logits = logits[:, -1, :].expand(n, -1)
-        mask = torch.ones(n, len(prefix), dtype=torch.long, device=policy.device)
-        pos = torch.full((n,), len(prefix), dtype=torch.long, device=policy.device)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+            self.requests[index] = {"prefix": prefix, "params": params, "generator": generator, "left": n,
+                                    "tokens": [[] for _ in range(n)], "logprobs": [[] for _ in range(n)],
+                                    "finish": ["length"] * n, "features": [None] * n}
+        width = max(len(prefix) for _, prefix, _, _ in joining)
+        pad = [width - len(prefix) for _, prefix, _, _ in joining]
+        ids = torch.tensor([[0] * p + prefix for p, (_, prefix, _, _) in zip(pad, joining)], device=device)
+        mask = torch.tensor([[0] * p + [1] * (width - p) for p in pad], device=device)
+        cache = GrowingCache()
+        (logits, hidden), cache = policy._forward_last(ids, cache, mask if any(pad) else None,
+                                                       (mask.cumsum(1) - 1).clamp(min=0) if any(pad) else None)
+        copies = torch.repeat_interleave(torch.arange(len(joining), device=device),
+                                         torch.tensor([n for _, _, n, _ in joining], device=device))
+        cache.batch_select_indices(copies)
+        logits, mask = logits[copies], mask[copies]
+        pos = torch.tensor([len(prefix) for _, prefix, n, _ in joining for _ in range(n)], device=device)
+        sums = hidden.new_zeros(len(copies), hidden.shape[-1], dtype=torch.float32) if self.features else None
         if not self.rows:
-            self.cache, self.mask, self.pos, self.logits = cache, mask, pos, logits
+            self.cache, self.mask, self.pos, self.logits, self.sums = cache, mask, pos, logits, sums
         else:
             # Left-pad the shorter side so every row's last cached position lines up.
             old_len, new_len = self.mask.shape[1], mask.shape[1]
             width = max(old_len, new_len)
-            merged = DynamicCache()
+            merged = GrowingCache()
             for layer_idx, (a, b) in enumerate(zip(self.cache.layers, cache.layers)):
                 keys = [torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in (a.keys, b.keys)]
                 values = [torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in (a.values, b.values)]
@@ -551,20 +551,21 @@ class _Batch:
                                    torch.nn.functional.pad(mask, (width - new_len, 0))])
             self.pos = torch.cat([self.pos, pos])
             self.logits = torch.cat([self.logits, logits])
-        self.rows += [[index, i] for i in range(n)]
+            if self.features:
+                self.sums = torch.cat([self.sums, sums])
+        self.rows += [[index, i] for index, _, n, _ in joining for i in range(n)]
 
     def step(self):
-        """Pick one token for every live row, retire finished rows and requests, run the next forward."""
+        """Pick one token for every live row, run the next forward, retire finished rows and requests.
+        With features, a row that has just ended is still fed its last token (its hidden state is part
+        of the program's mean), and leaves after that forward."""
         policy = self.policy
         params = self.requests[self.rows[0][0]]["params"]
-        logits = self.logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
         uniforms = torch.cat([torch.rand(1, generator=self.requests[r]["generator"], device=policy.device)
                               for r, _ in self.rows])
-        nxt = HFPolicy._pick(logits, params, None, uniforms)
-        chosen = logp.gather(1, nxt[:, None])[:, 0].tolist()
+        nxt, chosen = sample_tokens(self.logits, params, uniforms)
         keep, done = [], []
-        for b, ((r, i), tok, lp) in enumerate(zip(self.rows, nxt.tolist(), chosen)):
+        for b, ((r, i), tok, lp) in enumerate(zip(self.rows, nxt.tolist(), chosen.tolist())):
             req = self.requests[r]
             toks = req["tokens"][i]
             toks.append(tok)
@@ -579,34 +580,104 @@ class _Batch:
             if req["left"] == 0:
                 done.append(r)
         policy.stats.generated_tokens += len(self.rows)
-        if len(keep) < len(self.rows):
+        if not self.features and len(keep) < len(self.rows):
             self._select(keep)
+            nxt = nxt[keep]
         if self.rows:
-            self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-            logits, self.cache = policy._forward(nxt[keep][:, None], self.cache, self.mask, self.pos[:, None],
-                                                 last_only=True)
-            self.logits = logits[:, -1, :]
-            self.pos = self.pos + 1
+            self._advance(nxt)
+        if self.features and len(keep) < len(self.rows):
+            for b in sorted(set(range(len(self.rows))) - set(keep)):
+                r, i = self.rows[b]
+                req = self.requests[r]
+                req["features"][i] = self.sums[b] / len(req["tokens"][i])
+            self._select(keep)
         for r in done:
             req = self.requests.pop(r)
-            yield r, [Completion(t, lp, policy.decode(t), f)
-                      for t, lp, f in zip(req["tokens"], req["logprobs"], req["finish"])]
+            yield r, [Completion(t, lp, policy.decode(t), f, feat)
+                      for t, lp, f, feat in zip(req["tokens"], req["logprobs"], req["finish"], req["features"])]
+
+    def _advance(self, tokens):
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        (self.logits, hidden), self.cache = self.policy._forward_last(tokens[:, None], self.cache, self.mask,
+                                                                      self.pos[:, None])
+        self.pos = self.pos + 1
+        if self.features:
+            self.sums += hidden.float()
 
     def _select(self, keep):
         self.rows = [self.rows[b] for b in keep]
         if not keep:
-            self.cache = self.mask = self.pos = self.logits = None
+            self.cache = self.mask = self.pos = self.logits = self.sums = None
             return
         idx = torch.tensor(keep, device=self.policy.device)
         self.cache.batch_select_indices(idx)
-        self.mask, self.pos = self.mask[idx], self.pos[idx]  # the logits are replaced by the next forward
+        self.mask, self.pos, self.logits = self.mask[idx], self.pos[idx], self.logits[idx]
+        if self.features:
+            self.sums = self.sums[idx]
         # Columns that are padding in every remaining row are dropped, so the cache does not keep
         # the length of rows that have left.
         start = int(self.mask.argmax(dim=1).min())
         if start > 0:
             self.mask = self.mask[:, start:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self.cache.drop_front(start)
+
+
+# --- choosing tokens -----------------------------------------------------------------------------
+
+# The nucleus is looked for among this many most likely tokens (a full sort only when they hold
+# less than top_p of the mass): a top-k over a 152k vocabulary costs a pass over the logits, and a
+# larger k costs more (at 128 rows: k=64 25 ms, k=1024 twice that).
+NUCLEUS_CANDIDATES = 64
+
+
+def _log_normalizers(logits, inverse_temperature: float):
+    """Per row, the log of the softmax denominators of the logits and of logits x 1/temperature (fp32)."""
+    x = logits.float()
+    top = x.amax(-1, keepdim=True)
+    raw = top + (x - top).exp().sum(-1, keepdim=True).log()
+    tempered = top * inverse_temperature + ((x - top) * inverse_temperature).exp().sum(-1, keepdim=True).log()
+    return raw[:, 0], tempered[:, 0]
+
+
+# The same two reductions fused into one pass over the logits by torch.compile: on a 2-core CPU at
+# 128 rows x 152k tokens 15 ms against 150 ms eager (each eager op is a pass over 78 MB). Compiled
+# once per process (about 20 s, then cached on disk by inductor), so only for large batches; a
+# machine where it cannot compile (no C++ compiler) stays on the eager one.
+FUSE_MIN_ELEMENTS = 4_000_000
+_fused = None
+
+
+def log_normalizers(logits, inverse_temperature=1.0):
+    global _fused
+    if logits.numel() >= FUSE_MIN_ELEMENTS and _fused is not False:
+        try:
+            if _fused is None:
+                _fused = torch.compile(_log_normalizers, dynamic=True)
+            return _fused(logits, inverse_temperature)
+        except Exception:  # any compile failure: the eager reductions give the same values
+            _fused = False
+    return _log_normalizers(logits, inverse_temperature)
+
+
+def sample_tokens(logits, params, uniforms):
+    """Next tokens for rows of logits and their log-probs under the raw distribution: greedy, or a
+    sample at the temperature from the top-p nucleus, by inverting the cumulative distribution
+    with one uniform draw per row (no multinomial over the vocabulary)."""
+    inverse_t = 1.0 / params.temperature if params.temperature > 0 else 1.0
+    raw_norm, tempered_norm = log_normalizers(logits, inverse_t)
+    if params.temperature <= 0:
+        tokens = logits.argmax(dim=-1)
+    elif params.top_p >= 1.0:
+        tokens = _inverse_cdf((logits.float() * inverse_t - tempered_norm[:, None]).exp(), uniforms)
+    else:
+        top, order = logits.topk(min(NUCLEUS_CANDIDATES, logits.shape[-1]), dim=-1)
+        top = (top.float() * inverse_t - tempered_norm[:, None]).exp()
+        if bool((top.sum(dim=-1) < params.top_p).any()):
+            top, order = (logits.float() * inverse_t - tempered_norm[:, None]).exp().sort(dim=-1, descending=True)
+        before = top.cumsum(dim=-1) - top
+        top = top.masked_fill(before > params.top_p, 0.0)  # keep the token that crosses top_p
+        tokens = order.gather(1, _inverse_cdf(top, uniforms)[:, None])[:, 0]
+    return tokens, logits.gather(1, tokens[:, None])[:, 0].float() - raw_norm
 
 
 def _inverse_cdf(weights, uniforms):

@@ -249,23 +249,28 @@ def _nucleus(probs, top_p):
     return out / out.sum()
 
 
-@pytest.mark.parametrize("candidates", [1024, 2])  # 2: the nucleus is wider, so the full-sort fallback runs
-def test_pick_samples_the_exact_top_p_distribution(monkeypatch, candidates):
+@pytest.mark.parametrize("candidates", [64, 2])  # 2: the nucleus is wider, so the full-sort fallback runs
+@pytest.mark.parametrize("fused", [False, True])  # the log-normalizers eager, or compiled into one pass
+def test_sample_tokens_draws_the_exact_top_p_distribution(monkeypatch, candidates, fused):
     import torch
 
     from lm import policy as pol
     monkeypatch.setattr(pol, "NUCLEUS_CANDIDATES", candidates)
+    monkeypatch.setattr(pol, "FUSE_MIN_ELEMENTS", 1 if fused else 10**12)
     logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0, 0.7])
     n = 20000
     # Evenly spaced uniforms make the empirical frequencies the distribution itself (up to 1/n).
     uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
     for temperature, top_p in ((0.7, 0.8), (1.0, 1.0), (1.3, 0.5)):
         params = pol.SamplingParams(temperature=temperature, top_p=top_p)
-        picks = pol.HFPolicy._pick(logits.expand(n, -1), params, None, uniforms)
+        picks, logprobs = pol.sample_tokens(logits.expand(n, -1), params, uniforms)
         freq = torch.bincount(picks, minlength=6).double() / n
         expected = _nucleus((logits / temperature).double().softmax(0), top_p)
         assert torch.allclose(freq, expected, atol=2e-4), (temperature, top_p)
-    assert pol.HFPolicy._pick(logits[None], pol.SamplingParams(temperature=0), None).item() == 0
+        # The log-probs are the raw distribution's (temperature 1, no nucleus), whatever was sampled.
+        assert torch.allclose(logprobs, torch.log_softmax(logits, 0)[picks], atol=1e-5)
+    greedy, logprob = pol.sample_tokens(logits[None], pol.SamplingParams(temperature=0), torch.rand(1))
+    assert greedy.item() == 0 and abs(logprob.item() - torch.log_softmax(logits, 0)[0].item()) < 1e-5
 
 
 def test_sample_many_equals_per_prompt_sampling(tiny_policy):
@@ -456,3 +461,35 @@ def test_the_load_check_runs_only_on_assert_problems():
     assert load_checker(assert_problem, DecodeConfig()) is loads_many
     assert load_checker(assert_problem, DecodeConfig(load_check=False)) is None
     assert loads_many(["class Solution:\n    def f(self, a: List[int]) -> int:\n        return 1\n"]) == [False]
+
+
+def test_growing_cache_holds_what_dynamic_cache_holds():
+    """Appends written into spare room, row selection, repeats and dropping leading columns leave
+    the same keys and values as transformers' DynamicCache (which copies everything each step)."""
+    import torch
+    from transformers import DynamicCache
+
+    from lm.kvcache import ROOM, GrowingCache
+    torch.manual_seed(0)
+    grow, plain = GrowingCache(), DynamicCache()
+
+    def both(fn):
+        fn(grow)
+        fn(plain)
+        for a, b in zip(grow.layers, plain.layers):
+            assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+    def append(n, rows):
+        k, v = torch.randn(rows, 2, n, 4), torch.randn(rows, 2, n, 4)
+        both(lambda c: [c.update(k + i, v - i, i) for i in range(2)])
+    append(5, 1)
+    both(lambda c: c.batch_repeat_interleave(3))
+    for _ in range(ROOM + 3):  # past the first buffer's room: it is made again with room
+        append(1, 3)
+    both(lambda c: c.batch_select_indices(torch.tensor([0, 2])))
+    append(1, 2)
+    grow.drop_front(4)
+    for layer in plain.layers:
+        layer.keys, layer.values = layer.keys[:, :, 4:], layer.values[:, :, 4:]
+    append(1, 2)
+    assert grow.get_seq_length() == plain.get_seq_length() == 5 + ROOM + 3 + 2 - 4
