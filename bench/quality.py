@@ -21,6 +21,8 @@ from typing import TypedDict
 
 from common.store import RowStore, StoreError, read_json, write_json_atomic, write_text_atomic
 from datagen.export import RunStats, SampleRow
+from judge import JUDGE_TIMEOUT, judge_many
+from lm.options import DEFAULT_BATCH_ROWS
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
 STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
@@ -94,39 +96,51 @@ def judged_row(problem, result, verdicts) -> RunRow:
                            for c, v in zip(result.candidates, verdicts)]}
 
 
-def sample_rows(policy, problems, cfg, timeout=4.0, max_rows=32) -> Iterator[SampleRow]:
+def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_BATCH_ROWS) -> Iterator[SampleRow]:
     """best_of_k's k samples of each problem, all judged, with what any ranker needs to pick later;
     yields one row per problem as it finishes. Several problems share one batch (up to max_rows
-    rows) where the policy can (HFPolicy.sample_many); each row's wall time is the time since the
-    previous row, so the rows add up to the run's wall time."""
+    rows) where the policy can (HFPolicy.sample_many), which also records each sample's critic
+    features (lm.features). Each row's wall time is the time since the previous row, so the rows
+    add up to the run's wall time."""
     from engine.best_of_k import candidate_params, to_candidate
-    from judge import judge_many
+    from lm.features import encode_features, feature_source
     from lm.policy import vocab_fingerprint
     from lm.prompts import messages
     prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
     requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+    source = None
     if hasattr(policy, "sample_many"):
-        stream = policy.sample_many(requests, max_rows=max_rows)
+        stream = policy.sample_many(requests, max_rows=max_rows, features=True)
+        source = feature_source(policy)
     else:
         stream = ((i, policy.sample(prefix, n, params)) for i, (prefix, n, params) in enumerate(requests))
     fingerprint = vocab_fingerprint(policy.tokenizer)
-    before, start = policy.stats.snapshot(), time.perf_counter()
-    for i, completions in stream:
-        now, seconds = policy.stats.snapshot(), time.perf_counter() - start
+
+    def row(i, completions, forward_tokens, verdicts) -> SampleRow:
         problem, prompt = problems[i], prompts[i]
         cands = [to_candidate(problem, c) for c in completions]
-        verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
-        row: SampleRow = {
-            "problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
-            "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-            "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
-                      "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
-                      "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
-            "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
-                            "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
-                            "verdict": v.verdict, "value": None, "weight": 1}
-                           for c, v in zip(cands, verdicts)]}
-        yield row
+        return {"problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
+                "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+                "stats": {"policy_tokens": sum(len(c.tokens) for c in cands), "policy_forward_tokens": forward_tokens,
+                          "value_tokens": 0, "wall_s": {}},
+                **({"features": source} if source else {}),
+                "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
+                                "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
+                                "verdict": v.verdict, "value": None, "weight": 1,
+                                **({"features": encode_features(c.features)} if c.features is not None else {})}
+                               for c, v in zip(cands, verdicts)]}
+
+    before, start = policy.stats.snapshot(), time.perf_counter()
+    for i, completions in stream:
+        now = policy.stats.snapshot()
+        # Judged here, between decode steps: a problem's programs take about 0.3 s on 2 cores; a
+        # judging thread beside the sampler was slower (the sandboxes and the GIL compete with it).
+        verdicts = judge_many([(to_candidate(problems[i], c).program, problems[i]) for c in completions],
+                              timeout=timeout)
+        out = row(i, completions, now.forward_tokens - before.forward_tokens, verdicts)
+        seconds = time.perf_counter() - start
+        out["stats"]["wall_s"] = {"sample": round(seconds, 4), "total": round(seconds, 4)}
+        yield out
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 
@@ -137,13 +151,19 @@ def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
     last). Cost = the samples' plus the value pass (and the load check)."""
     from engine.best_of_k import rank_candidates
     from engine.result import Candidate
+    from lm.features import decode_features
     stored = {}
     for s in row["candidates"]:
         stored.setdefault(s["program"], s)  # a folded copy's verdict is its first sample's
+    try:
+        features = [decode_features(s["features"]) if s.get("features") else None for s in row["candidates"]]
+    except ValueError:
+        raise StoreError(f"{row['problem_id']}: a sample's recorded features are damaged") from None
     before, start = value.tokens_scored, time.perf_counter()
     ranked = rank_candidates(value, row["prompt_tokens"],
-                             [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"], mean_logprob=s["mean_logprob"])
-                              for s in row["candidates"]], loads=loads)
+                             [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"], mean_logprob=s["mean_logprob"],
+                                        features=f) for s, f in zip(row["candidates"], features)],
+                             loads=loads, feature_source=row.get("features"))
     seconds = time.perf_counter() - start
     wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
     wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)
@@ -158,7 +178,8 @@ def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
                             **({} if c.loads is None else {"loads": c.loads})} for c in ranked]}
 
 
-def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=4.0, progress=None, max_rows=32):
+def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_TIMEOUT, progress=None,
+                 max_rows=DEFAULT_BATCH_ROWS):
     """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done.
     sample and best_of_k share runs/sample.jsonl: best_of_k ranks stored samples, sampling only
     the problems that have none yet (many problems in one batch)."""

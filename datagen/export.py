@@ -7,6 +7,7 @@ from typing import TypedDict
 
 from common.store import write_json_atomic, write_jsonl_atomic
 from datagen.tree import Tokens, TreeRow, examples
+from lm.features import FeatureSource
 
 
 class _ExampleKeys(TypedDict):
@@ -29,6 +30,8 @@ class ExampleRow(_ExampleKeys, total=False):
     label_start_char: int  # label_start in characters of response_text (trees older than it: estimated)
     mean_logprob: float | None  # the policy's mean token log-prob of the whole response
     oversampled: bool      # a copy added by --balanced
+    features: str          # the critic's features recorded while sampling (lm.features), samples only
+    feature_source: FeatureSource  # which model recorded them
 
 
 # --- a `bench quality` sample row (runs/sample.jsonl): written by bench.quality.sample_rows, and
@@ -68,6 +71,7 @@ class _SampleCandidateKeys(TypedDict):
 
 class SampleCandidate(_SampleCandidateKeys, total=False):
     value: float | None
+    features: str          # lm.features.encode_features of the sampler's recorded features
 
 
 class _SampleKeys(TypedDict):
@@ -84,6 +88,7 @@ class SampleRow(_SampleKeys, total=False):
     """One line of a `bench quality` directory's runs/sample.jsonl: best_of_k's k samples of one
     problem, every one judged."""
     tokenizer: str
+    features: FeatureSource  # which model recorded the candidates' features (sample_many's)
 
 
 def split_problems(problem_ids, test_fraction, seed):
@@ -122,7 +127,8 @@ def class_ratio(rows):
 def sample_examples(row: SampleRow):
     """Training examples of a `bench quality` sample row: each judged sample, labelled from its start."""
     return [{"example_id": f"s{i}", "response_tokens": c["tokens"], "label": int(c["passed"]), "label_start": 0,
-             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample", "mean_logprob": c.get("mean_logprob")}
+             "label_start_char": 0, "response_text": c["text"], "trunk_source": "sample", "mean_logprob": c.get("mean_logprob"),
+             **({"features": c["features"], "feature_source": row["features"]} if c.get("features") and row.get("features") else {})}
             for i, c in enumerate(row["candidates"])]
 
 

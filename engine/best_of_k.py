@@ -15,7 +15,7 @@ def candidate_params(policy, prompt, cfg, temperature):
 
 def to_candidate(problem, completion):
     return Candidate(build_program(problem, extract_code(completion.text)), completion.text, completion.tokens,
-                     None, completion.finish_reason, logprobs=completion.logprobs)
+                     None, completion.finish_reason, logprobs=completion.logprobs, features=completion.features)
 
 
 def sample_candidates(policy, problem, cfg, n, temperature):
@@ -39,11 +39,13 @@ def load_checker(problem, cfg):
     return loads_many
 
 
-def rank_candidates(value, prompt, candidates, dedupe=True, loads=None):
+def rank_candidates(value, prompt, candidates, dedupe=True, loads=None, feature_source=None):
     """The candidates best first by their value as finished programs (with the policy's mean token
     log-prob of each, for a value model that reads it); with `loads` (load_checker's), those that
     fail to import come last. With dedupe, identical programs are scored once: later copies fold
-    into the first (its `duplicates` counts them)."""
+    into the first (its `duplicates` counts them). Candidates that carry the features their sampler
+    recorded (`feature_source` says which model made them) are scored from those, with no forward
+    pass, by a value model that reads exactly them (ValueModel.reads_features)."""
     if dedupe:
         unique = {}
         for c in candidates:
@@ -53,7 +55,11 @@ def rank_candidates(value, prompt, candidates, dedupe=True, loads=None):
                 unique[c.program] = c
         candidates = list(unique.values())
     lps = [c.mean_logprob if c.mean_logprob is not None else mean_logprob(c.logprobs) for c in candidates]
-    finals = value.final_values(prompt, [c.tokens for c in candidates], lps)
+    reads = getattr(value, "reads_features", None)
+    if reads and all(c.features is not None for c in candidates) and reads(feature_source):
+        finals = value.values_from_features([c.features for c in candidates], lps)
+    else:
+        finals = value.final_values(prompt, [c.tokens for c in candidates], lps)
     for c, v in zip(candidates, finals):
         c.value = v
     if loads is not None:

@@ -66,6 +66,7 @@ class Candidate:
     logprobs: list = None        # the policy's log-probs of its tokens (sampled candidates)
     mean_logprob: float | None = None  # their mean, where only it is kept (stored samples)
     loads: bool | None = None    # the load check: whether the program imports (None: not run)
+    features: object = None      # the critic's features recorded while sampling (lm.features), if any
 
 
 @dataclass
@@ -77,7 +78,10 @@ class DecodeResult:
     stats: dict = field(default_factory=dict)
 
     def to_dict(self):
-        return asdict(self)
+        out = asdict(self)
+        for c in out["candidates"]:
+            c.pop("features", None)  # a tensor, for ranking; stored rows encode it (lm.features)
+        return out
 
 
 class Stats:

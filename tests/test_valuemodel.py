@@ -526,3 +526,72 @@ def test_a_new_head_does_not_depend_on_the_global_rng(tiny_model_dir):
         vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
         heads.append(head_module(vm.model)[1].weight.detach().clone())
     assert torch.equal(heads[0], heads[1]) and heads[0].abs().sum() > 0
+
+
+def test_features_recorded_while_sampling_train_and_rank_with_no_second_forward(tiny_model_dir, tiny_policy, tmp_path,
+                                                                                monkeypatch):
+    """sample_many(features=True) records each completion's mean final hidden state: the same as a
+    full forward's over its tokens. A head-only mean probe trained from them equals the one trained
+    through the frozen forward pass, with 0 feature forward tokens, and ranks from them exactly as
+    final_values does; features of another model are never read."""
+    from engine.best_of_k import rank_candidates
+    from engine.result import Candidate
+    from lm.features import encode_features, feature_source, model_signature
+    from lm.policy import SamplingParams
+    from valuemodel.train import cross_validate
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
+    prompts = [tiny_policy.prompt_tokens([{"role": "user", "content": f"Task {i}: add {i} and {i + 1}."}]) for i in range(6)]
+    requests = [(p, 4, SamplingParams(max_new_tokens=10, temperature=1.0, seed=i)) for i, p in enumerate(prompts)]
+    done = dict(tiny_policy.sample_many(requests, max_rows=12, features=True))
+    model = tiny_policy.model
+    for i, completions in done.items():
+        for c in completions:
+            with torch.inference_mode():
+                states = model(input_ids=torch.tensor([prompts[i] + c.tokens]), output_hidden_states=True).hidden_states[-1]
+            assert torch.allclose(c.features, states[0, len(prompts[i]):].mean(0), atol=1e-4)
+    source = feature_source(tiny_policy)
+    rows = [{"problem_id": f"p{i}", "example_id": f"s{r}", "policy": tiny_model_dir, "tokenizer": vocab_fingerprint(tiny_policy.tokenizer),
+             "prompt_tokens": prompts[i], "response_tokens": c.tokens, "label": r % 2, "label_start": 0,
+             "prompt_text": "", "response_text": "", "mean_logprob": sum(c.logprobs) / len(c.logprobs),
+             "features": encode_features(c.features), "feature_source": source}
+            for i, completions in sorted(done.items()) for r, c in enumerate(completions)]
+    recorded, plain = tmp_path / "recorded.jsonl", tmp_path / "plain.jsonl"
+    recorded.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("features", "feature_source")}) + "\n"
+                         for r in rows))
+    cfg = TrainConfig(epochs=0, probe_l2=0.3, aggregate="mean", logprob_feature=True, mixed_only=True)
+
+    def critic():
+        return ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+    with_features = cross_validate(critic(), str(recorded), cfg, folds=3, progress=False)
+    without = cross_validate(critic(), str(plain), cfg, folds=3, progress=False)
+    assert with_features["feature_source"] == "recorded" and with_features["feature_forward_tokens"] == 0
+    assert without["feature_source"] == "forward" and without["feature_forward_tokens"] > 0
+    assert with_features["curve"][0]["within_problem_auroc"] == pytest.approx(without["curve"][0]["within_problem_auroc"], abs=0.02)
+    train(critic(), str(recorded), str(tmp_path / "rec"), cfg, progress=False)
+    train(critic(), str(plain), str(tmp_path / "fwd"), cfg, progress=False)
+    a = ValueModel.load(str(tmp_path / "rec"), dtype="float32", device="cpu")
+    b = ValueModel.load(str(tmp_path / "fwd"), dtype="float32", device="cpu")
+    saved = json.loads((tmp_path / "rec" / "value_config.json").read_text())["train"]
+    assert saved["feature_source"] == "recorded" and saved["feature_forward_tokens"] == 0
+    assert a.logprob_weight == pytest.approx(b.logprob_weight, rel=1e-2)
+    completions = done[0]
+    lps = [sum(c.logprobs) / len(c.logprobs) for c in completions]
+    from_pass = a.final_values(prompts[0], [c.tokens for c in completions], lps)
+    tokens_before = a.tokens_scored
+    ranked = rank_candidates(a, prompts[0], [Candidate(f"p{j}", "", c.tokens, None, "eos", logprobs=c.logprobs,
+                                                       features=c.features) for j, c in enumerate(completions)],
+                             feature_source=source)
+    assert a.tokens_scored == tokens_before  # no forward pass
+    assert sorted(c.value for c in ranked) == pytest.approx(sorted(from_pass), abs=1e-5)
+    other = {**source, "signature": model_signature(*_other_model(tmp_path))}
+    assert a.reads_features(source) and not a.reads_features(other) and not a.reads_features(None)
+    rank_candidates(a, prompts[0], [Candidate("x", "", completions[0].tokens, None, "eos", logprobs=completions[0].logprobs,
+                                              features=completions[0].features)], feature_source=other)
+    assert a.tokens_scored > tokens_before  # another model's features: scored by a forward pass instead
+
+
+def _other_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = make_tiny_model(str(tmp_path / "other"), seed=1)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -18,6 +18,7 @@ import torch
 
 from common.cli import ConfigError
 from common.store import atomic_path, schema_error, write_json_atomic
+from lm.features import FEATURE_KIND, SHAPE_KEYS, BaseSignature, model_signature
 from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
@@ -35,13 +36,6 @@ def checkpoint_digest(path):
         with open(f, "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()[:16]
-
-
-class BaseSignature(TypedDict):
-    """What a delta must match in its base (base_signature)."""
-    shape: dict            # the SHAPE_KEYS of the base's config
-    vocab: str             # the tokenizer's fingerprint
-    embedding_probe: list[float]
 
 
 class _ValueConfigKeys(TypedDict):
@@ -139,24 +133,11 @@ def trainable_names(model, last_layers):
     return [name for name, p in model.named_parameters() if id(p) in keep]
 
 
-SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-
-
-def base_signature(model, tokenizer) -> BaseSignature:
-    """What a delta must match in its base: the architecture and vocabulary exactly, and the weights
-    through a probe of 256 input-embedding values (rows spread over the vocabulary), compared with a
-    tolerance so that the same model in another dtype or quantization (the hub's bf16 weights or a
-    de-quantized GGUF of them) still matches."""
-    shape = {k: getattr(model.config, k, None) for k in SHAPE_KEYS}
-    weight = model.get_input_embeddings().weight.detach()
-    rows = torch.linspace(0, weight.shape[0] - 1, 32).long()
-    probe = weight[rows, :8].float().cpu().flatten().tolist()
-    return {"shape": shape, "vocab": vocab_fingerprint(tokenizer), "embedding_probe": [round(x, 6) for x in probe]}
-
-
 def compare_base(expected, found):
     """None when `found` is the base `expected` describes (up to dtype rounding), else a note:
     "requantized ..." (same weights up to quantization noise: a warning) or a refusal message."""
+    if not {"shape", "vocab", "embedding_probe"} <= set(found):
+        return "refuse: no model signature"
     if expected["shape"] != found["shape"]:
         diff = {k: (expected["shape"].get(k), found["shape"].get(k)) for k in SHAPE_KEYS
                 if expected["shape"].get(k) != found["shape"].get(k)}
@@ -215,7 +196,7 @@ class ValueModel:
         self.model, self.tokenizer = model, tokenizer
         self.base, self.last_layers = base, last_layers
         # The full base's signature, taken before any truncation: a delta names its whole base.
-        self.signature = base_signature(model, tokenizer)
+        self.signature = model_signature(model, tokenizer)
         truncate_trunk(model, trunk_layers)
         self.trunk_layers = trunk_layers if trunk_layers != self.signature["shape"]["num_hidden_layers"] else None
         self.aggregate = "last"
@@ -423,6 +404,35 @@ class ValueModel:
             if any(lp is None for lp in lps):
                 raise MissingLogprob()
             logits = logits + self.logprob_weight * torch.tensor(lps, device=logits.device)
+        return torch.sigmoid(logits).tolist()
+
+    def heads_features_of(self, source):
+        """True when this is a head alone on the whole trunk of the model that recorded these features
+        (lm.features; `source` is the sample row's FeatureSource)."""
+        return (isinstance(source, dict) and source.get("kind") == FEATURE_KIND and self.last_layers == 0
+                and self.trunk_layers is None and compare_base(self.signature, source.get("signature") or {}) is None)
+
+    def reads_features(self, source):
+        """True when the recorded features are exactly what this value model reads: heads_features_of,
+        and it reads a program's mean."""
+        return self.aggregate == "mean" and self.heads_features_of(source)
+
+    def feature_logits(self, features):
+        """The head's logit for each recorded feature vector (rows of `features`), in fp32: the mean of
+        a linear head's per-token logits is the head of the mean state."""
+        head = head_module(self.model)[1]
+        bias = head.bias.float() if getattr(head, "bias", None) is not None else None
+        return torch.nn.functional.linear(features.float().to(self.device), head.weight.float(), bias)[:, 0]
+
+    @torch.inference_mode()
+    def values_from_features(self, features, mean_logprobs=None):
+        """final_values of programs from their recorded features (check reads_features first): no
+        forward pass at all."""
+        logits = self.feature_logits(torch.stack(list(features)))
+        if self.logprob_weight:
+            if mean_logprobs is None or any(lp is None for lp in mean_logprobs):
+                raise MissingLogprob()
+            logits = logits + self.logprob_weight * torch.tensor(mean_logprobs, device=logits.device)
         return torch.sigmoid(logits).tolist()
 
     def scorer(self):

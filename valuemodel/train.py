@@ -101,11 +101,14 @@ def make_features(rows, tokenizer, fingerprint, base_name, max_length):
     for r in rows:
         ids, n_prompt, label_start = encode_row(r, tokenizer, fingerprint, base_name)
         labels = [IGNORE] * (n_prompt + label_start) + [float(r["label"])] * (len(ids) - n_prompt - label_start)
+        truncated = len(ids) > max_length
         ids, labels = ids[:max_length], labels[:max_length]
         if any(x != IGNORE for x in labels):
             feats.append({"input_ids": ids, "labels": labels, "n_prompt": min(n_prompt, len(ids)),
                           "problem_id": r.get("problem_id", ""), "label": int(r["label"]),
-                          "mean_logprob": r.get("mean_logprob")})
+                          "mean_logprob": r.get("mean_logprob"), "truncated": truncated,
+                          "features": r.get("features") if label_start == 0 else None,
+                          "feature_source": r.get("feature_source")})
     return feats
 
 
@@ -176,6 +179,40 @@ def problem_loss(logits, labels, outcome, pairwise, aggregate="last"):
     return loss
 
 
+class RecordedFeatures:
+    """Each row's features as the sampler recorded them (lm.features): all a head-only probe on a
+    program's mean reads, with no forward pass (forward_tokens stays 0)."""
+    final = True
+    build_seconds = 0.0
+    forward_tokens = 0
+
+    def __init__(self, feats):
+        from lm.features import decode_features
+        self.feats = feats
+        try:
+            self.vectors = torch.stack([decode_features(f["features"]) for f in feats])
+        except (ValueError, RuntimeError):
+            raise StoreError("a training row's recorded features are damaged (not one fp16 vector per row, "
+                             "all of one width): export the samples again") from None
+
+    def pooled(self, i, aggregate):
+        return self.vectors[i]
+
+
+def frozen_features(vm, feats, cfg, progress=False):
+    """What training reads: the recorded features where every row carries them, made by exactly this
+    value model's base, and only the head is fitted on a program's mean (the probe, no epochs);
+    else the frozen layers' hidden states (FrozenFeatures: a forward pass over every row, cached)."""
+    sources = {json.dumps(f.get("feature_source"), sort_keys=True): f.get("feature_source") for f in feats}
+    if (cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and feats
+            and all(f.get("features") and not f["truncated"] for f in feats)
+            and all(vm.heads_features_of(s) for s in sources.values())):
+        return RecordedFeatures(feats)
+    from lm.policy import cache_root
+    return FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
+                          use_cache=cfg.cache, progress=progress)
+
+
 class FrozenFeatures:
     """The hidden states entering the first trained layer, per feature: from memory (computed once
     and, with `cache_dir` ($FORKCODE_CACHE/frozen), kept on disk one file per prompt group, so
@@ -186,6 +223,7 @@ class FrozenFeatures:
         self.vm, self.feats = vm, feats
         self.hidden = None
         self.build_seconds = 0.0
+        self.forward_tokens = 0  # tokens run through the model here (the cached groups cost none)
         self.final = False  # hidden states already through the (frozen) final norm: head-only training
         if use_cache:
             start = time.perf_counter()
@@ -198,8 +236,8 @@ class FrozenFeatures:
             self.build_seconds = time.perf_counter() - start
 
     def _model_key(self):
-        from valuemodel.model import base_signature
-        h = hashlib.sha256(json.dumps(base_signature(self.vm.model, self.vm.tokenizer)).encode())
+        from lm.features import model_signature
+        h = hashlib.sha256(json.dumps(model_signature(self.vm.model, self.vm.tokenizer)).encode())
         h.update(f"{self.vm.last_layers}:{self.vm.model.dtype}".encode())
         return h.hexdigest()[:16]
 
@@ -243,6 +281,7 @@ class FrozenFeatures:
         prompt_hidden = None
         if prompt:
             prompt_hidden, cache = self.vm.bottom_hidden(torch.tensor([prompt], device=device), past_key_values=cache)
+            self.forward_tokens += len(prompt)
         out = []
         for start in range(0, len(members), 16):
             chunk = members[start:start + 16]
@@ -257,10 +296,15 @@ class FrozenFeatures:
                 kv = copy.deepcopy(cache)
                 kv.batch_repeat_interleave(len(chunk))
             h, _ = self.vm.bottom_hidden(ids, mask, past_key_values=kv)
+            self.forward_tokens += sum(len(r) for r in responses)
             for j, r in enumerate(responses):
                 parts = ([prompt_hidden[0]] if prompt else []) + [h[j, :len(r)]]
                 out.append(torch.cat(parts).cpu().contiguous())
         return out
+
+    def pooled(self, i, aggregate):
+        """Row i's program feature: its final hidden states' mean over the labelled tokens, or the last one's."""
+        return _rollout_feature(self.hidden[i], self.feats[i]["labels"], aggregate)
 
     def batch(self, indices):
         """(hidden, attention mask, labels, outcomes) of these features, right-padded."""
@@ -269,6 +313,7 @@ class FrozenFeatures:
         mask, device = coll["attention_mask"].to(self.vm.device), self.vm.device
         if self.hidden is None:
             hidden, _ = self.vm.bottom_hidden(coll["input_ids"].to(device), mask)
+            self.forward_tokens += int(mask.sum())
         else:
             width = mask.shape[1]
             hidden = torch.stack([torch.nn.functional.pad(self.hidden[i], (0, 0, 0, width - len(self.hidden[i])))
@@ -326,9 +371,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
-    from lm.policy import cache_root
-    frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
-                            use_cache=cfg.cache, progress=progress)
+    frozen = frozen_features(vm, feats, cfg, progress)
     params = [p for p in vm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, first_epoch = [], 0
@@ -364,7 +407,9 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         "data": os.path.abspath(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
-        "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2), "probe": probe,
+        "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
+        "feature_source": "recorded" if isinstance(frozen, RecordedFeatures) else "forward",
+        "feature_forward_tokens": frozen.forward_tokens, "probe": probe,
         "history": history, "eval_loss": eval_loss}})
     # Only now: a run killed while saving resumes from the last epoch and saves again.
     if os.path.exists(state_path):  # (no epochs after a probe fit: none was written)
@@ -403,7 +448,7 @@ def fit_probe(vm, frozen, indices, cfg):
         raise ConfigError("--probe-l2 fits the head alone: use --last-layers 0 with the frozen cache")
     feats = frozen.feats
     with torch.no_grad():
-        x = torch.stack([_rollout_feature(frozen.hidden[i], feats[i]["labels"], cfg.aggregate) for i in indices])
+        x = torch.stack([frozen.pooled(i, cfg.aggregate) for i in indices])
     y = [feats[i]["label"] for i in indices]
     l2_scale = None
     if cfg.logprob_feature:  # (TrainConfig and training_features checked the settings and the rows)
@@ -475,10 +520,13 @@ def _rollout_feature(hidden, labels, aggregate):
 def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
     """Each feature's rollout logit (the value a best-of-k pick compares), with the policy's mean
     log-prob term of a checkpoint that reads it."""
-    out = []
-    for s in range(0, len(indices), batch_size):
-        hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
-        out += rollout_logits(vm.top_logits(hidden, mask, final=frozen.final), labels, aggregate).tolist()
+    if isinstance(frozen, RecordedFeatures):
+        out = vm.feature_logits(frozen.vectors[indices]).tolist()
+    else:
+        out = []
+        for s in range(0, len(indices), batch_size):
+            hidden, mask, labels, _ = frozen.batch(indices[s:s + batch_size])
+            out += rollout_logits(vm.top_logits(hidden, mask, final=frozen.final), labels, aggregate).tolist()
     if vm.logprob_weight:
         out = [x + vm.logprob_weight * frozen.feats[i]["mean_logprob"] for x, i in zip(out, indices)]
     return out
@@ -500,9 +548,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     random.Random(cfg.seed).shuffle(problems)
     fold_of = {p: i % folds for i, p in enumerate(problems)}
     vm.upcast_trainable()
-    from lm.policy import cache_root
-    frozen = FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
-                            use_cache=cfg.cache, progress=progress)
+    frozen = frozen_features(vm, feats, cfg, progress)
     names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
     initial = {n: p.detach().clone() for n, p in vm.model.state_dict().items() if n in names}
     epochs = math.ceil(cfg.epochs)
@@ -541,4 +587,6 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     mixed = within_problem_auroc(probe_groups or groups[0])
     return {"data": os.path.abspath(data_path), "folds": folds, "problems": len(problems),
             "mixed_problems": mixed["problems"], "pairs": mixed["pairs"], "config": asdict(cfg),
+            "feature_source": "recorded" if isinstance(frozen, RecordedFeatures) else "forward",
+            "feature_forward_tokens": frozen.forward_tokens,
             "last_layers": vm.last_layers, "curve": curve}
