@@ -11,7 +11,7 @@ from common.store import RowStore, write_json_atomic
 from datagen.export import LABEL_FROM, SampleRow, export, tree_stats
 from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, grow_trees, judge_tree
 from judge.problems import load_dataset, select_mbpp_splits
-from lm.options import add_model_options
+from lm.options import DEFAULT_BATCH_ROWS, add_model_options
 
 
 def fail(message):
@@ -145,6 +145,22 @@ def _existing_store(path):
     fail(f"no trees.jsonl (or runs/sample.jsonl) in {path}: run `datagen build --out {path}` first")
 
 
+def cmd_dedupe(args):
+    from common.store import write_jsonl_atomic
+    from datagen.dedupe import clean, failing_ids, held_out
+    against = [p for spec in args.against for p in held_out(spec)]
+    kept, report = clean(args.dataset, against, failing_ids(args.drop_failing) if args.drop_failing else ())
+    report["against"] = args.against
+    write_jsonl_atomic(args.out, kept)
+    if args.report:
+        write_json_atomic(args.report, report)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"kept {report['kept']} of {report['problems']}: {len(report['dropped_overlap'])} share {report['ngram_words']} "
+              f"words with a held-out problem, {len(report['dropped_reference_fails'])} have a failing reference")
+
+
 def main(argv=None):
     parser = OneLineParser(prog="datagen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -154,7 +170,7 @@ def main(argv=None):
     add_config_options(b, TreeConfig, exclude=("stop_after_code",))
     b.add_argument("--split", default="", help="MBPP only: official splits by task id (e.g. train,test, or -validation for all but it)")
     b.add_argument("--limit", type=int, default=0, help="only the first N problems")
-    b.add_argument("--batch-rows", type=int, default=32,
+    b.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
                    help="rows sampled side by side: trees grow in chunks of batch-rows / retries problems (default %(default)s)")
     add_model_options(b)
     b.add_argument("--json", action="store_true")
@@ -172,8 +188,16 @@ def main(argv=None):
                    help="a rollout's target starts at its fork (default) or at the response's start (whole programs)")
     e.add_argument("--skip-bad", action="store_true", help="skip (and count) lines that are not rows instead of stopping")
     e.add_argument("--json", action="store_true")
+    d = sub.add_parser("dedupe", help="drop problems that overlap held-out ones or whose reference fails")
+    d.add_argument("dataset", help="a JSON/JSONL/Parquet file of problems")
+    d.add_argument("--against", action="append", required=True,
+                   help="held-out problems (repeatable): humaneval, or a file, with :validation for MBPP's split")
+    d.add_argument("--drop-failing", default=None, help="`judge check --json` report: drop problems whose references fail")
+    d.add_argument("--out", required=True, help="the kept rows, as read (JSONL)")
+    d.add_argument("--report", default=None, help="what was dropped and why (JSON)")
+    d.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    dispatch("datagen", {"build": cmd_build, "stats": cmd_stats, "export": cmd_export}, args,
+    dispatch("datagen", {"build": cmd_build, "stats": cmd_stats, "export": cmd_export, "dedupe": cmd_dedupe}, args,
              interrupted="interrupted; rerun the same command to resume")
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, TypedDict
 
 from common.cli import ConfigError, option
 from common.store import SHALLOW
-from judge import ProblemError, judge, judge_many
+from judge import JUDGE_TIMEOUT, ProblemError, judge, judge_many
 from judge.compare import MODES
 from lm.policy import SamplingParams, mean_logprob, vocab_fingerprint
 from lm.prompts import (
@@ -132,7 +132,7 @@ class TreeConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
-    timeout: float = option(4.0, "judge seconds per test")
+    timeout: float = option(JUDGE_TIMEOUT, "judge seconds per test")
     mode: str = option("strict", choices=MODES)  # judge comparison mode
     stop_after_code: bool = True  # end a rollout once its code block closes (saves tokens; not an option)
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)  # prompt framing (lm/prompts.py)

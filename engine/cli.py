@@ -8,7 +8,8 @@ import time
 from common.cli import OneLineParser, add_config_options, config_from_args, dispatch
 from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, load_problem
-from lm.options import DEFAULT_POLICY, add_model_options
+from judge.sandbox import JUDGE_TIMEOUT
+from lm.options import DEFAULT_BATCH_ROWS, DEFAULT_POLICY, add_model_options
 
 # Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
 # used, so that --help stays light). Beam and tree also have a generator form that can share each
@@ -157,10 +158,10 @@ def add_model_and_search_options(parser):
     """The model, sampling and search options shared by `decode` and `bench quality`."""
     parser.add_argument("--value", default=None, help="value checkpoint directory (default: the shipped one, if any)")
     add_config_options(parser, DecodeConfig, exclude=("strategy", "dedupe"))
-    parser.add_argument("--timeout", type=float, default=4.0, help="judge seconds per test")
-    parser.add_argument("--batch-rows", type=int, default=32,
+    parser.add_argument("--timeout", type=float, default=JUDGE_TIMEOUT, help="judge seconds per test")
+    parser.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
                         help="rows in one batch: sample/best_of_k samples, or beam/tree searches of several problems "
-                             "side by side (default 32)")
+                             "side by side (default %(default)s)")
     add_model_options(parser)
 
 

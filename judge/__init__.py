@@ -11,7 +11,7 @@ nothing of forkcode.
 
 from judge.core import VERDICTS, TestResult, Verdict, judge, judge_many, loads_many
 from judge.problems import Problem, ProblemError, load_dataset, load_problem
-from judge.sandbox import Limits, SandboxError, isolation_level
+from judge.sandbox import JUDGE_TIMEOUT, Limits, SandboxError, isolation_level
 
-__all__ = ["VERDICTS", "Limits", "Problem", "ProblemError", "SandboxError", "TestResult", "Verdict",
+__all__ = ["JUDGE_TIMEOUT", "VERDICTS", "Limits", "Problem", "ProblemError", "SandboxError", "TestResult", "Verdict",
            "isolation_level", "judge", "judge_many", "load_dataset", "load_problem", "loads_many"]

@@ -8,7 +8,7 @@ from common.cli import OneLineParser, die, dispatch
 from judge.compare import MODES
 from judge.core import judge, judge_many
 from judge.problems import load_dataset, load_problem
-from judge.sandbox import isolation_level
+from judge.sandbox import JUDGE_TIMEOUT, isolation_level
 
 
 def fail(message):
@@ -119,7 +119,7 @@ def main(argv=None):
     for p in (run, check):
         p.add_argument("--mode", choices=MODES, default="strict",
                        help="output comparison (default strict; apps-legacy = hendrycks/apps rules)")
-        p.add_argument("--timeout", type=_positive, default=4.0, help="seconds per test (default 4)")
+        p.add_argument("--timeout", type=_positive, default=JUDGE_TIMEOUT, help="seconds per test (default %(default)s)")
         p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     dispatch("judge", {"run": cmd_run, "check": cmd_check}, args)

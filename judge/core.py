@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from judge.compare import outputs_equal
 from judge.problems import Problem, ProblemError
-from judge.sandbox import Limits, SandboxError, isolation_level, run_job
+from judge.sandbox import JUDGE_TIMEOUT, Limits, SandboxError, isolation_level, run_job
 
 VERDICTS = ("pass", "wrong_answer", "runtime_error", "timeout", "memory_limit", "output_limit",
             "compile_error")
@@ -82,7 +82,7 @@ def _short(value, n=200):
     return text if len(text) <= n else text[:n] + "..."
 
 
-def judge(program, problem, *, mode="strict", timeout=4.0, limits=None, fail_fast=False):
+def judge(program, problem, *, mode="strict", timeout=JUDGE_TIMEOUT, limits=None, fail_fast=False):
     """Run `program` (complete source) against every test of `problem` in a fresh sandbox.
 
     The verdict is the first failing test's status, or pass. A test that times out ends the run

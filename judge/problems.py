@@ -126,6 +126,24 @@ def from_humaneval_row(row):
         source="humaneval")
 
 
+def from_leetcode_row(row):
+    """A LeetCodeDataset row (newfacade/LeetCodeDataset): `query` is the statement with its
+    `class Solution` starter, `prompt` the imports and helpers (ListNode, TreeNode, ...) its tests
+    assume, `test` a `check(candidate)` of asserts run on `entry_point` (e.g. `Solution().twoSum`),
+    `completion` a reference. Judged as HumanEval is: prompt + program + test + check(entry_point)."""
+    task_id, query, prompt, test, entry = _text_fields(row, "task_id", "query", "prompt", "test", "entry_point")
+    if not re.fullmatch(r"[\w.()]+", entry):
+        raise ProblemError(f"entry_point must be a call target such as Solution().twoSum, not {entry!r:.40}")
+    completion = row.get("completion")
+    if completion is not None and not isinstance(completion, str):
+        raise ProblemError("field 'completion' must be text")
+    return Problem(
+        id=f"leetcode/{task_id}", question=query, kind="assert", tests=[f"{test}\ncheck({entry})\n"],
+        fn_name=entry, starter_code=prompt, references=[prompt + "\n" + completion] if completion else [],
+        source="leetcode", difficulty=row.get("difficulty") if isinstance(row.get("difficulty"), str) else None,
+        metadata={"question_id": row.get("question_id")})
+
+
 # The HF release of sanitized MBPP has `test_imports` (e.g. ["import math"]); copies without that
 # field leave tests such as `assert math.isclose(...)` failing for every program. Re-derived here.
 _TEST_MODULES = ("math", "cmath", "re", "collections", "itertools", "heapq", "functools")
@@ -196,12 +214,15 @@ def from_row(row, problem_id=None):
         return Problem.from_dict(row)
     if "input_output" in row:
         return from_apps_row(row, problem_id)
+    if "query" in row and "entry_point" in row and "test" in row:
+        return from_leetcode_row(row)
     if "entry_point" in row and "test" in row:
         return from_humaneval_row(row)
     if "test_list" in row:
         return from_mbpp_row(row)
     raise ProblemError("not a known problem format (expected an APPS row with input_output, a "
-                       "HumanEval row with test/entry_point, or an MBPP row with test_list)")
+                       "HumanEval row with test/entry_point, a LeetCode row with query/test/entry_point, "
+                       "or an MBPP row with test_list)")
 
 
 def load_problem(path):
@@ -256,14 +277,39 @@ def _read_rows(path):
             import pyarrow.parquet as pq
         except ImportError:
             raise ProblemError("reading Parquet needs pyarrow: pip install pyarrow") from None
-        return pq.read_table(path).to_pylist()
+        return list(enumerate(pq.read_table(path).to_pylist(), 1))
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         text = f.read()
     if path.endswith((".jsonl", ".jsonl.gz")):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except ValueError as exc:
+                    raise ProblemError(f"{path}:{number}: not a JSON row ({exc})") from None
+        return rows
     data = json.loads(text)
-    return data if isinstance(data, list) else [data]
+    return list(enumerate(data if isinstance(data, list) else [data], 1))
+
+
+def dataset_rows(path):
+    """(row as read, its Problem) for each row of a dataset file; a row that is not a problem is
+    a ProblemError naming the file and line."""
+    try:
+        rows = _read_rows(path)
+    except (OSError, ValueError) as exc:
+        raise ProblemError(f"cannot read dataset {path}: {str(exc)[:200]}") from None
+    out = []
+    for i, (number, row) in enumerate(rows):
+        try:
+            out.append((row, from_row(row, problem_id=f"{i}")))
+        except (KeyError, TypeError) as exc:
+            raise ProblemError(f"{path}:{number}: missing or malformed field {exc}") from None
+        except ProblemError as exc:
+            raise ProblemError(f"{path}:{number}: {exc}") from None
+    return out
 
 
 def humaneval_path():
@@ -280,7 +326,7 @@ def load_dataset(spec, split="train"):
     """A dataset spec: `humaneval`, a file (JSON/JSONL/Parquet rows), an APPS directory (a problem,
     or a folder of problems such as `train/`), or a hub dataset name such as codeparrot/apps."""
     if spec.lower() == "humaneval":
-        return [from_humaneval_row(r) for r in _read_rows(humaneval_path())]
+        return [from_humaneval_row(r) for _, r in _read_rows(humaneval_path())]
     if os.path.isdir(spec):
         if os.path.exists(os.path.join(spec, "question.txt")):
             return [from_apps_dir(spec)]
@@ -293,14 +339,7 @@ def load_dataset(spec, split="train"):
             raise ProblemError(f"{spec} holds no APPS problem directories or problem JSON files")
         return problems
     if os.path.isfile(spec):
-        try:
-            rows = _read_rows(spec)
-        except (OSError, ValueError) as exc:
-            raise ProblemError(f"cannot read dataset {spec}: {exc}") from None
-        try:
-            return [from_row(r, problem_id=f"{i}") for i, r in enumerate(rows)]
-        except (KeyError, TypeError) as exc:
-            raise ProblemError(f"dataset {spec}: missing or malformed field {exc}") from None
+        return [problem for _, problem in dataset_rows(spec)]
     if os.path.sep in spec.strip("/") and spec.count("/") == 1 and not os.path.exists(spec):
         return _load_hub(spec, split)
     raise ProblemError(f"no dataset at {spec!r}: give a file, an APPS directory, humaneval, or a hub name")

@@ -32,6 +32,9 @@ UID_BASE = 1_500_000_000
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/sandbox",
              "TMPDIR": "/tmp", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
+# Seconds each test may run, the default of every command that judges.
+JUDGE_TIMEOUT = 4.0
+
 
 class SandboxError(ForkcodeError, RuntimeError):
     """The sandbox itself failed (not the program under test)."""
@@ -76,7 +79,7 @@ def interpreter():
     return os.path.realpath(getattr(sys, "_base_executable", sys.executable) or sys.executable)
 
 
-def make_job(code, kind, tests, *, fn_name=None, timeout=4.0, limits=None, isolation=None,
+def make_job(code, kind, tests, *, fn_name=None, timeout=JUDGE_TIMEOUT, limits=None, isolation=None,
              apps_legacy=False, fail_fast=False):
     """A job for the runner. kind: "stdio" (tests are stdin strings), "call" (argument lists for
     `fn_name`), "assert" (code snippets run in the program's namespace)."""

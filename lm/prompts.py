@@ -37,6 +37,10 @@ ASSERT = """{question}
 Write a Python 3 function named `{fn}`.{examples}
 {instruction}"""
 
+# LeetCode's statement already ends with its `class Solution` starter in a fenced block.
+LEETCODE = """{query}
+
+{instruction}"""
 HUMANEVAL = """Complete the following Python 3 function.
 
 ```python
@@ -65,6 +69,8 @@ def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
     if problem.source == "humaneval":
         instruction = FRAMINGS[framing].format(what="function (with its imports)")
         user = HUMANEVAL.format(prompt=problem.starter_code.rstrip(), instruction=instruction)
+    elif problem.source == "leetcode":
+        user = LEETCODE.format(query=problem.question.strip(), instruction=FRAMINGS[framing].format(what="class Solution"))
     elif problem.kind == "stdio":
         user = STDIO.format(question=problem.question.strip(), instruction=FRAMINGS[framing].format(what="program"))
     elif problem.kind == "call":
@@ -128,11 +134,14 @@ def stop_after_code(prompt_len, decode):
 
 def build_program(problem: Problem, code: str) -> str:
     """A complete program to judge. HumanEval completions that left out the signature get the
-    prompt prepended; the prompt's imports are always kept."""
+    prompt prepended; the prompt's imports are always kept. LeetCode programs follow the imports
+    and helper classes the dataset's tests assume."""
     if problem.source == "humaneval":
         header = "".join(line + "\n" for line in problem.starter_code.splitlines()
                          if line.startswith(("import ", "from ")))
         if not re.search(rf"^\s*def\s+{re.escape(problem.fn_name)}\s*\(", code, re.M):
             return problem.starter_code + code
         return header + code
+    if problem.source == "leetcode":  # the imports and helpers (ListNode, ...) its tests assume
+        return problem.starter_code + "\n" + code
     return code

@@ -31,8 +31,13 @@ APPS = {"problem_id": 1, "question": "echo", "starter_code": "", "solutions": js
 HUMANEVAL = {"task_id": "T/0", "prompt": "def f(x):\n", "test": "def check(c):\n    assert c(1) == 1\n",
              "entry_point": "f", "canonical_solution": "    return x\n"}
 MBPP = {"task_id": 2, "text": "Return x.", "code": "def f(x):\n    return x", "test_list": ["assert f(1) == 1"]}
+LEETCODE = {"task_id": "t", "query": "Return x.\n```python\nclass Solution:\n    def f(self, x): ...\n```",
+            "prompt": "from typing import *\n", "entry_point": "Solution().f",
+            "test": "def check(candidate):\n    assert candidate(x=1) == 1\n",
+            "completion": "class Solution:\n    def f(self, x):\n        return x\n"}
+# (LeetCode without its query is a HumanEval row: legal, so only its other fields are broken)
 ROWS = [(APPS, ["question", "input_output"]), (HUMANEVAL, ["task_id", "prompt", "test", "entry_point"]),
-        (MBPP, ["task_id", "text", "test_list"])]
+        (MBPP, ["task_id", "text", "test_list"]), (LEETCODE, ["task_id", "prompt", "test", "entry_point"])]
 
 TREE = {"problem_id": "p0", "settings": {"policy": "p"}, "prompt_tokens": [1, 2], "prompt_text": "pt",
         "trunk": {"source": "reference", "tokens": [3, 4, 7], "logprobs": [-1, -2, -3], "text": "tr", "verdict": "pass"},
@@ -149,7 +154,8 @@ def test_malformed_dataset_files(workdir, capsys, data):
     _refuses(capsys, datagen_main, ["build", "--dataset", dataset, "--out", out], inputs)
     _refuses(capsys, bench_main, ["quality", "--dataset", dataset, "--out", out, "--strategies", "sample"], inputs)
     _refuses(capsys, decode_main, ["--dataset", dataset, "--strategy", "greedy"], inputs)
-    _refuses(capsys, judge_main, ["check", "--dataset", dataset], inputs)
+    _refuses(capsys, judge_main, ["check", dataset], inputs)
+    _refuses(capsys, datagen_main, ["dedupe", dataset, "--against", "humaneval", "--out", out], inputs)
 
 
 def _not_empty_json(data):

@@ -267,3 +267,79 @@ def test_mbpp_official_splits_by_task_id(tmp_path):
         select_mbpp_splits(problems, "dev")
     with pytest.raises(ProblemError, match="not an MBPP problem"):
         select_mbpp_splits(load_dataset("humaneval")[:1], "train")
+
+
+LEETCODE_ROWS = [
+    {"task_id": "add-two-numbers", "question_id": 2, "difficulty": "Medium",
+     "query": "Add two numbers stored as reversed linked lists.\n```python\nclass Solution:\n"
+              "    def addTwoNumbers(self, l1: Optional[ListNode], l2: Optional[ListNode]) -> Optional[ListNode]:\n```",
+     "prompt": "from typing import *\n\nclass ListNode:\n    def __init__(self, val=0, next=None):\n"
+               "        self.val = val\n        self.next = next\n\ndef list_node(values):\n    head = None\n"
+               "    for v in reversed(values):\n        head = ListNode(v, head)\n    return head\n\n"
+               "def is_same_list(a, b):\n    while a and b:\n        if a.val != b.val:\n            return False\n"
+               "        a, b = a.next, b.next\n    return a is None and b is None\n",
+     "entry_point": "Solution().addTwoNumbers",
+     "test": "def check(candidate):\n    assert is_same_list(candidate(l1 = list_node([2,4,3]), l2 = list_node([5,6,4])), "
+             "list_node([7,0,8]))\n    assert is_same_list(candidate(l1 = list_node([0]), l2 = list_node([0])), list_node([0]))\n",
+     "completion": "class Solution:\n    def addTwoNumbers(self, l1, l2):\n        dummy = tail = ListNode()\n"
+                   "        carry = 0\n        while l1 or l2 or carry:\n            s = carry + (l1.val if l1 else 0) + (l2.val if l2 else 0)\n"
+                   "            carry, d = divmod(s, 10)\n            tail.next = tail = ListNode(d)\n"
+                   "            l1 = l1.next if l1 else None\n            l2 = l2.next if l2 else None\n        return dummy.next\n"},
+    {"task_id": "two-sum", "question_id": 1, "difficulty": "Easy",
+     "query": "Return the indices of the two numbers that add up to target.\n```python\nclass Solution:\n"
+              "    def twoSum(self, nums: List[int], target: int) -> List[int]:\n```",
+     "prompt": "from typing import *\n", "entry_point": "Solution().twoSum",
+     "test": "def check(candidate):\n    assert candidate(nums = [2,7,11,15], target = 9) == [0,1]\n",
+     "completion": "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 0]\n"},
+]
+
+
+def test_leetcode_rows_load_and_judge_as_humaneval_does(tmp_path):
+    """prompt (imports, ListNode helpers) + program + test + check(entry_point): the right reference
+    passes, the wrong one fails, and the prompt given to the policy is the statement, not the imports."""
+    from judge import judge, load_dataset
+    from lm.prompts import build_program, messages
+    path = tmp_path / "lc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in LEETCODE_ROWS))
+    right, wrong = load_dataset(str(path))
+    assert right.id == "leetcode/add-two-numbers" and right.source == "leetcode" and right.kind == "assert"
+    assert judge(right.references[0], right).verdict == "pass"
+    assert judge(wrong.references[0], wrong).verdict == "wrong_answer"
+    program = build_program(right, LEETCODE_ROWS[0]["completion"])
+    assert judge(program, right).verdict == "pass"  # a policy's bare class Solution gets the helpers
+    user = messages(right, "code")[1]["content"]
+    assert user.startswith("Add two numbers") and "class ListNode" not in user
+
+
+def test_malformed_dataset_rows_name_their_file_and_line(tmp_path):
+    from judge import ProblemError, load_dataset
+    path = tmp_path / "lc.jsonl"
+    bad = {**LEETCODE_ROWS[1], "entry_point": 7}
+    path.write_text(json.dumps(LEETCODE_ROWS[0]) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ProblemError, match=rf"{path}:3: field 'entry_point' must be text"):
+        load_dataset(str(path))
+    path.write_text(json.dumps(LEETCODE_ROWS[0]) + "\n{not json\n")
+    with pytest.raises(ProblemError, match=rf"{path}:2: not a JSON row"):
+        load_dataset(str(path))
+
+
+def test_dedupe_drops_overlaps_with_held_out_problems_and_failing_references(tmp_path, capsys):
+    """A problem sharing ten words in a row with a held-out statement is dropped, so is one whose
+    reference fails (judge check's report); the rest are written back exactly as read."""
+    from datagen.cli import main
+    held = {"task_id": "H/0", "prompt": "def f(nums):\n    \"\"\"Return the indices of the two numbers that add up to "
+            "target, in any order.\"\"\"\n", "test": "def check(c):\n    pass\n", "entry_point": "f"}
+    (tmp_path / "held.jsonl").write_text(json.dumps(held) + "\n")
+    other = {**LEETCODE_ROWS[0], "task_id": "other", "query": "Count the vowels of a word.\n"}
+    rows = [LEETCODE_ROWS[1], LEETCODE_ROWS[0], other]  # two-sum shares "return the indices of the two numbers that add up to target"
+    src = tmp_path / "lc.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    check = tmp_path / "check.json"
+    check.write_text(json.dumps({"problems_all_references_fail": ["leetcode/add-two-numbers"]}))
+    out, report = tmp_path / "kept.jsonl", tmp_path / "report.json"
+    main(["dedupe", str(src), "--against", str(tmp_path / "held.jsonl"), "--drop-failing", str(check),
+          "--out", str(out), "--report", str(report)])
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [other]
+    r = json.loads(report.read_text())
+    assert r["dropped_overlap"] == {"leetcode/two-sum": ["H/0"]} and r["dropped_reference_fails"] == ["leetcode/add-two-numbers"]
+    assert "kept 1 of 3" in capsys.readouterr().out
