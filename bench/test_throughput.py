@@ -1,0 +1,111 @@
+"""Judged-sample throughput, everything side by side in one run on one machine:
+
+- the raw sampler (HFPolicy.sample_many, 256 new tokens, EOS ignored) at 32, 64 and 128 rows;
+- the end-to-end judged sampling of `bench quality` (bench.quality.sample_rows: sampling, features,
+  judging, rows) on HumanEval/0-15 x 8 (512 max new tokens, the code prompt) at the same rows;
+- the critic's features: a second forward pass (ValueModel.final_values, head-only on the policy)
+  against the ones recorded while sampling (values_from_features);
+- the roofline: the measured memory bandwidth and bf16/fp32 matmul rate of this machine, and the
+  fraction of the per-token bound (weights streamed once per decode step, 2 FLOP per parameter per
+  token) that the sampler reaches.
+
+Target asserted: end-to-end >= 0.9x the raw sampler at the same rows (best rows). The policy is
+FORKCODE_BENCH_POLICY (e.g. the Qwen2.5-Coder-0.5B GGUF), else SmolLM2-135M."""
+
+import os
+import time
+
+import pytest
+import torch
+
+from bench.quality import sample_rows
+from engine.result import DecodeConfig
+from judge import load_dataset
+from lm.policy import HFPolicy, SamplingParams
+
+POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
+ROWS = (32, 64, 128)
+PROMPT = [{"role": "user", "content": "Write a Python function that merges two sorted lists, with a docstring."}]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return HFPolicy(POLICY)
+
+
+def raw_tok_s(policy, rows, steps=256):
+    prompt = policy.prompt_tokens(PROMPT)
+    params = SamplingParams(max_new_tokens=steps, temperature=0.8, top_p=0.95, seed=0, ignore_eos=True)
+    list(policy.sample_many([(prompt, rows, SamplingParams(max_new_tokens=2, temperature=0.8, top_p=0.95))], rows))
+    start = time.perf_counter()
+    list(policy.sample_many([(prompt, rows, params)], max_rows=rows, features=True))
+    return rows * steps / (time.perf_counter() - start)
+
+
+def end_to_end(policy, rows, problems):
+    cfg = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
+    start, out = time.perf_counter(), list(sample_rows(policy, problems, cfg, max_rows=rows))
+    seconds = time.perf_counter() - start
+    tokens = sum(r["stats"]["policy_tokens"] for r in out)
+    return tokens / seconds, out
+
+
+def machine_bounds():
+    """(bytes/s of a large copy, bf16 and fp32 matmul FLOP/s) on this machine now."""
+    big = torch.empty(256 * 2**20, dtype=torch.uint8)
+    dst = torch.empty_like(big)
+    dst.copy_(big)
+    start = time.perf_counter()
+    for _ in range(5):
+        dst.copy_(big)
+    bandwidth = 2 * 5 * big.numel() / (time.perf_counter() - start)  # read + write
+    rates = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        rates[dtype] = 5 * 2 * 2048**3 / (time.perf_counter() - start)
+    return bandwidth, rates
+
+
+def test_throughput_side_by_side(benchmark, policy):
+    from valuemodel.model import ValueModel
+    problems = load_dataset("humaneval")[:16]
+    raw = {rows: raw_tok_s(policy, rows) for rows in ROWS}
+    e2e = {}
+    for rows in ROWS[:-1]:
+        e2e[rows], _ = end_to_end(policy, rows, problems)
+    e2e[ROWS[-1]], samples = benchmark.pedantic(end_to_end, args=(policy, ROWS[-1], problems), rounds=1, iterations=1)
+    critic = ValueModel.from_base(POLICY, last_layers=0, dtype=str(policy.model.dtype).split(".")[-1])
+    critic.aggregate = "mean"
+    start, scored = time.perf_counter(), critic.tokens_scored
+    for row in samples:
+        critic.final_values(row["prompt_tokens"], [c["tokens"] for c in row["candidates"]])
+    second_pass, second_tokens = time.perf_counter() - start, critic.tokens_scored - scored
+    from lm.features import decode_features
+    start = time.perf_counter()
+    for row in samples:
+        assert critic.reads_features(row["features"])
+        critic.values_from_features([decode_features(c["features"]) for c in row["candidates"]])
+    recorded = time.perf_counter() - start
+    bandwidth, rates = machine_bounds()
+    params = sum(p.numel() for p in policy.model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in policy.model.parameters())
+    flops = rates[torch.bfloat16 if policy.model.dtype == torch.bfloat16 else torch.float32]
+    print(f"\n{POLICY} ({policy.model.dtype}, {params / 1e6:.0f}M parameters), "
+          f"{torch.get_num_threads()} threads; copy {bandwidth / 1e9:.1f} GB/s, matmul {flops / 1e12:.2f} TFLOP/s")
+    print("rows | raw sampler tok/s | end-to-end judged tok/s | e2e / raw | roofline tok/s | raw / roofline")
+    for rows in ROWS:
+        # A decode step streams every weight once and does 2 FLOP per parameter per row.
+        step = max(weight_bytes / bandwidth, 2 * params * rows / flops)
+        roof = rows / step
+        print(f"{rows:4d} | {raw[rows]:17.1f} | {e2e[rows]:23.1f} | {e2e[rows] / raw[rows]:9.2f} | {roof:14.0f} | "
+              f"{raw[rows] / roof:.0%}")
+    print(f"critic features for {sum(len(r['candidates']) for r in samples)} samples: second forward pass "
+          f"{second_pass:.1f} s ({second_tokens} policy-model tokens) vs recorded {recorded:.3f} s (0 tokens)")
+    best = max(ROWS, key=lambda r: e2e[r])
+    benchmark.extra_info.update({"raw_tok_s": raw, "e2e_tok_s": e2e, "second_pass_s": second_pass,
+                                 "recorded_s": recorded, "bandwidth": bandwidth, "matmul_flops": flops})
+    assert e2e[best] >= 0.9 * raw[best], f"end-to-end {e2e[best]:.0f} tok/s < 0.9x the raw sampler {raw[best]:.0f}"
