@@ -151,14 +151,16 @@ def cmd_dedupe(args):
     against = [p for spec in args.against for p in held_out(spec)]
     kept, report = clean(args.dataset, against, failing_ids(args.drop_failing) if args.drop_failing else ())
     report["against"] = args.against
+    for path in filter(None, (args.out, args.report)):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_jsonl_atomic(args.out, kept)
     if args.report:
         write_json_atomic(args.report, report)
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"kept {report['kept']} of {report['problems']}: {len(report['dropped_overlap'])} share {report['ngram_words']} "
-              f"words with a held-out problem, {len(report['dropped_reference_fails'])} have a failing reference")
+        print(f"kept {report['kept']} of {report['problems']}: {len(report['dropped_overlap'])} overlap a held-out problem "
+              f"({report['ngram_words']} words in a row, or its id), {len(report['dropped_reference_fails'])} have a failing reference")
 
 
 def main(argv=None):

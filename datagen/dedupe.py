@@ -1,5 +1,6 @@
 """Training sets kept clean: drop every problem whose statement shares a run of N words with a
-held-out problem (HumanEval, MBPP's validation split: never trained or tuned on), and every problem
+held-out problem (HumanEval, MBPP's validation split: never trained or tuned on) or has its id (the
+same MBPP task in another release), and every problem
 whose reference solution fails its own tests (`judge check --json`'s report). The kept rows are
 written as they were read, so every loader reads the result like its source."""
 
@@ -34,10 +35,12 @@ def clean(dataset, against, failing=(), n=NGRAM):
     for p in against:
         for g in word_ngrams(p.question, n):
             index.setdefault(g, set()).add(p.id)
+    ids = {p.id for p in against}
     kept, dropped_overlap, dropped_reference = [], {}, []
     failing = set(failing)
     for row, problem in dataset_rows(dataset):
-        shared = sorted({pid for g in word_ngrams(problem.question, n) for pid in index.get(g, ())})
+        shared = sorted({pid for g in word_ngrams(problem.question, n) for pid in index.get(g, ())}
+                        | ({problem.id} & ids))
         if shared:
             dropped_overlap[problem.id] = shared
         elif problem.id in failing:

@@ -343,3 +343,7 @@ def test_dedupe_drops_overlaps_with_held_out_problems_and_failing_references(tmp
     r = json.loads(report.read_text())
     assert r["dropped_overlap"] == {"leetcode/two-sum": ["H/0"]} and r["dropped_reference_fails"] == ["leetcode/add-two-numbers"]
     assert "kept 1 of 3" in capsys.readouterr().out
+    from datagen.dedupe import clean
+    same_task = Problem(id="leetcode/other", question="another release of the same task", kind="assert", tests=["pass\n"])
+    kept, report = clean(str(src), [same_task])
+    assert kept == rows[:2] and report["dropped_overlap"] == {"leetcode/other": ["leetcode/other"]}
