@@ -115,32 +115,28 @@ def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_B
     else:
         stream = ((i, policy.sample(prefix, n, params)) for i, (prefix, n, params) in enumerate(requests))
     fingerprint = vocab_fingerprint(policy.tokenizer)
-
-    def row(i, completions, forward_tokens, verdicts) -> SampleRow:
-        problem, prompt = problems[i], prompts[i]
-        cands = [to_candidate(problem, c) for c in completions]
-        return {"problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
-                "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
-                "stats": {"policy_tokens": sum(len(c.tokens) for c in cands), "policy_forward_tokens": forward_tokens,
-                          "value_tokens": 0, "wall_s": {}},
-                **({"features": source} if source else {}),
-                "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
-                                "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
-                                "verdict": v.verdict, "value": None, "weight": 1,
-                                **({"features": encode_features(c.features)} if c.features is not None else {})}
-                               for c, v in zip(cands, verdicts)]}
-
     before, start = policy.stats.snapshot(), time.perf_counter()
     for i, completions in stream:
         now = policy.stats.snapshot()
+        problem, prompt = problems[i], prompts[i]
+        cands = [to_candidate(problem, c) for c in completions]
         # Judged here, between decode steps: a problem's programs take about 0.3 s on 2 cores; a
         # judging thread beside the sampler was slower (the sandboxes and the GIL compete with it).
-        verdicts = judge_many([(to_candidate(problems[i], c).program, problems[i]) for c in completions],
-                              timeout=timeout)
-        out = row(i, completions, now.forward_tokens - before.forward_tokens, verdicts)
+        verdicts = judge_many([(c.program, problem) for c in cands], timeout=timeout)
         seconds = time.perf_counter() - start
-        out["stats"]["wall_s"] = {"sample": round(seconds, 4), "total": round(seconds, 4)}
-        yield out
+        row: SampleRow = {
+            "problem_id": problem.id, "strategy": "sample", "policy": policy.name, "tokenizer": fingerprint,
+            "prompt_tokens": prompt, "prompt_text": policy.tokenizer.decode(prompt),
+            "stats": {"policy_tokens": sum(len(c.tokens) for c in cands),
+                      "policy_forward_tokens": now.forward_tokens - before.forward_tokens,
+                      "value_tokens": 0, "wall_s": {"sample": round(seconds, 4), "total": round(seconds, 4)}},
+            **({"features": source} if source else {}),
+            "candidates": [{"program": c.program, "text": c.text, "tokens": c.tokens, "finish": c.finish_reason,
+                            "mean_logprob": _mean(c.logprobs), "passed": v.verdict == "pass",
+                            "verdict": v.verdict, "value": None, "weight": 1,
+                            **({"features": encode_features(c.features)} if c.features is not None else {})}
+                           for c, v in zip(cands, verdicts)]}
+        yield row
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 

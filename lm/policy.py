@@ -465,8 +465,8 @@ class HFPolicy(TokenizerOps):
         logprobs = [[] for _ in range(n_rows)]
         finish = ["length"] * n_rows
         for step in range(params.max_new_tokens):
-            nxt, chosen_lp = sample_tokens(logits, params, torch.rand(logits.shape[0], generator=generator,
-                                                                      device=logits.device))
+            uniforms = torch.rand(logits.shape[0], generator=generator, device=logits.device) if params.temperature > 0 else None
+            nxt, chosen_lp = sample_tokens(logits, params, uniforms)
             keep = []
             for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp.tolist())):
                 tokens[i].append(tok)
