@@ -590,7 +590,7 @@ class _Batch:
                 r, i = self.rows[b]
                 req = self.requests[r]
                 req["features"][i] = self.sums[b] / len(req["tokens"][i])
-            self._select(keep)
+            self._select(keep, logits=True)
         for r in done:
             req = self.requests.pop(r)
             yield r, [Completion(t, lp, policy.decode(t), f, feat)
@@ -604,14 +604,17 @@ class _Batch:
         if self.features:
             self.sums += hidden.float()
 
-    def _select(self, keep):
+    def _select(self, keep, logits=False):
+        """Keep these rows; their logits too when no forward replaces them before they are read."""
         self.rows = [self.rows[b] for b in keep]
         if not keep:
             self.cache = self.mask = self.pos = self.logits = self.sums = None
             return
         idx = torch.tensor(keep, device=self.policy.device)
         self.cache.batch_select_indices(idx)
-        self.mask, self.pos, self.logits = self.mask[idx], self.pos[idx], self.logits[idx]
+        self.mask, self.pos = self.mask[idx], self.pos[idx]
+        if logits:
+            self.logits = self.logits[idx]
         if self.features:
             self.sums = self.sums[idx]
         # Columns that are padding in every remaining row are dropped, so the cache does not keep
