@@ -6,7 +6,7 @@ prefix caching finds the shared prefix of forks, beams and continuations in its 
 is not recomputed. A value checkpoint can be scored on vLLM too (valuemodel/vllm_value.py, through
 `make_llm` here with its pooling runner).
 
-Install: `pip install 'forkcode[vllm]'` on GPUs; the CPU recipe is in the README. GGUF files are
+Install: `pip install 'forkcode[vllm]'` on GPUs; the CPU recipe is in docs/models.md. GGUF files are
 served from the safetensors copy the project caches (vLLM is not given the GGUF itself).
 """
 
@@ -41,7 +41,7 @@ def make_llm(location, dtype="auto", max_model_len=4096, tensor_parallel_size=1,
         from vllm import LLM
     except ImportError as exc:
         raise ModelError(f"the vllm backend needs vLLM ({exc}): pip install 'forkcode[vllm]' "
-                         "(CPU: see the README's vLLM section)") from None
+                         "(CPU: see docs/models.md)") from None
     from transformers import AutoConfig
     config = AutoConfig.from_pretrained(location)
     max_len = min(max_model_len, getattr(config, "max_position_embeddings", max_model_len) or max_model_len)

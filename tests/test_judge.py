@@ -134,7 +134,7 @@ def test_assert_tests_count_each_assert():
     assert judge("def sq(x):\n    return x.missing", p).verdict == "runtime_error"
     # Code under a __main__ guard does not run (the module is not __main__) and does not read stdin.
     assert judge("def sq(x):\n    return x * x\nif __name__ == '__main__':\n    input()", p).ok
-    # Ending the process mid-test with status 0 is no pass (found by bench/test_judge_load.py).
+    # Ending the process mid-test with status 0 is no pass (found by bench/benchmarks/test_judge_load.py).
     v = judge("def sq(x):\n    import os\n    os._exit(0)", p)
     assert v.verdict == "runtime_error" and "before its tests finished" in v.tests[0].detail
 

@@ -1,4 +1,4 @@
-"""bench.layer_probe, the research tool behind the critic's feature choices: what it extracts must be
+"""research.layer_probe, the research tool behind the critic's feature choices: what it extracts must be
 what the critic would read."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench import layer_probe
+from research import layer_probe
 
 
 def _rows(model_dir):
@@ -53,7 +53,7 @@ def test_verify_extract_keeps_the_program_features_and_reads_the_answer_state(ti
 
 
 def test_copied_from_prompt_marks_only_verbatim_runs_of_n_prompt_tokens():
-    from bench.layer_probe import copied_from_prompt
+    from research.layer_probe import copied_from_prompt
     prompt = [1, 2, 3, 4, 5, 6]
     assert copied_from_prompt(prompt, [9, 2, 3, 4, 8, 3, 4, 5], n=3) == [False, True, True, True, False, True, True, True]
     assert copied_from_prompt(prompt, [2, 3, 9, 4, 5], n=3) == [False] * 5  # runs shorter than n are the program's own

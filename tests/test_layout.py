@@ -65,3 +65,42 @@ def test_the_sandbox_runner_imports_nothing_of_forkcode():
     """judge/_runner.py runs inside the sandbox, on the standard library alone."""
     path = os.path.join(REPO, "judge", "_runner.py")
     assert not [p for _, p in _imported_packages(path) if p in LAYERS]
+
+
+def test_the_installed_packages_hold_no_tests_benchmarks_or_research():
+    """setuptools installs the modules of the packages pyproject lists, not their subfolders: the
+    benchmarks (bench/benchmarks/), the tests and research/ stay in the checkout."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        packages = tomllib.load(f)["tool"]["setuptools"]["packages"]
+    assert sorted(packages) == sorted(LAYERS)
+    shipped = [f"{p}/{name}" for p in packages for name in os.listdir(os.path.join(REPO, p))
+               if name.endswith(".py") and (name.startswith("test_") or name == "conftest.py")]
+    assert not shipped, f"tests or benchmarks inside an installed package: {shipped}"
+
+
+def test_no_package_imports_the_research_tools():
+    research = [f"{os.path.relpath(path, REPO)}:{line}" for package in LAYERS for path in _modules(package)
+                for line, other in _imported_packages(path) if other == "research"]
+    assert not research, research
+
+
+def test_shipped_value_models_name_no_machine_path(tmp_path, monkeypatch):
+    """The installed value models' configs and reports name their inputs relative to the repository
+    (or by name and hash), never by a path of the machine that made them."""
+    import re
+
+    from common.store import portable_path
+    machine_path = re.compile(r"(?<![\w.])/(root|home|tmp|work|Users|mnt|var)/")
+    shipped = [os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(REPO, "valuemodel"))
+               for name in names if name.endswith((".json", ".md"))]
+    assert shipped
+    found = [f"{os.path.relpath(p, REPO)}: {m.group(0)}" for p in shipped
+             for m in [machine_path.search(open(p, encoding="utf-8").read())] if m]
+    assert not found, found
+    outside = tmp_path / "train.jsonl"
+    outside.write_text("{}\n")
+    monkeypatch.chdir(REPO)
+    assert portable_path(os.path.join(REPO, "examples", "two_sum_stdio.json")) == os.path.join("examples", "two_sum_stdio.json")
+    assert re.fullmatch(r"train\.jsonl \(sha256 [0-9a-f]{16}\)", portable_path(str(outside)))
+    assert not machine_path.search(portable_path(str(tmp_path)))

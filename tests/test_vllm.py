@@ -1,6 +1,6 @@
 """The vLLM backend against the transformers backend on SmolLM2-135M: same results contract, same
-tree shape, prefix caching, decode on vLLM. Runs only where vLLM is installed (second README
-command: `bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/test_vllm.py`)."""
+tree shape, prefix caching, decode on vLLM. Runs only where vLLM is installed (docs/models.md:
+`bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest tests/test_vllm.py`)."""
 
 import json
 import math
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see the README's vLLM section)")
+pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see docs/models.md)")
 
 from datagen.tree import TreeConfig, examples, grow_tree, judge_tree
 from engine.best_of_k import best_of_k

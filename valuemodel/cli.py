@@ -155,7 +155,7 @@ def main(argv=None):
         p.add_argument("--last-layers", type=int, default=12, help="decoder layers trained besides the head (default 12)")
         p.add_argument("--trunk-layers", type=int, default=None,
                        help="keep only the first N decoder layers of the base: the head reads the hidden state after "
-                            "layer N (a cheaper critic; choose N with `python3 -m bench.layer_probe cv`; default: all)")
+                            "layer N (a cheaper critic; choose N with `python -m research.layer_probe cv`; default: all)")
         add_config_options(p, TrainConfig, exclude=("cache", "logging_steps"))
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")

@@ -17,13 +17,14 @@ from engine.result import DecodeConfig
 from engine.tree import tree
 from judge import load_problem
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
 K = 8
 
 
 @pytest.fixture(scope="module")
 def models():
-    from engine.cli import DEFAULT_VALUE
+    from engine.run import DEFAULT_VALUE
     from lm.policy import HFPolicy
     from valuemodel.model import ValueModel
     path = os.environ.get("FORKCODE_BENCH_VALUE") or (DEFAULT_VALUE if os.path.isdir(DEFAULT_VALUE) else None)

@@ -15,8 +15,8 @@ and prints within-problem AUROC and the share of the random-to-oracle gap a valu
 with `--heldout`, the same for a probe fitted on all training rows, on held-out rows (a report,
 not a choice: choose by the CV columns).
 
-    python3 -m bench.layer_probe extract --base MODEL --data runs/qwen/train-data/train.jsonl --out F
-    python3 -m bench.layer_probe cv --features F [--heldout G] [--extra H] [--l2 0.3]
+    python -m research.layer_probe extract --base MODEL --data runs/qwen/train-data/train.jsonl --out F
+    python -m research.layer_probe cv --features F [--heldout G] [--extra H] [--l2 0.3]
 """
 
 import argparse
@@ -211,7 +211,7 @@ def cross_validate(x, labels, problems, l2, folds=5, seed=0, extra=None, l2_scal
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python3 -m bench.layer_probe", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.layer_probe", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract", help="per-layer pooled features of an export's rows (resumable)")
     e.add_argument("--base", required=True)

@@ -21,7 +21,8 @@ from engine.tree import tree
 from judge import load_problem
 
 POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
 K = 8
 
 

@@ -1,7 +1,7 @@
 """Choose the prompt framing from `bench quality --strategies sample` runs of each framing on the
 same held-out problems: the higher sample pass@1 wins; within 2 points, the one with fewer tokens.
 
-  python3 -m bench.choose_prompt DIR_CODE DIR_REASON   (prints JSON: each framing's numbers, the choice)
+  python -m research.choose_prompt DIR_CODE DIR_REASON   (prints JSON: each framing's numbers, the choice)
 """
 
 import json
@@ -33,11 +33,11 @@ def choose(numbers):
 def main(argv=None):
     dirs = (argv if argv is not None else sys.argv[1:])
     if len(dirs) < 2:
-        sys.exit("usage: python3 -m bench.choose_prompt DIR DIR [DIR ...]")
+        sys.exit("usage: python -m research.choose_prompt DIR DIR [DIR ...]")
     # Compared on the problems every run covers (a run may since have been extended).
     common = set.intersection(*({r["problem_id"] for r in load_runs(d)["sample"]} for d in dirs))
     if not common:
-        sys.exit("bench.choose_prompt: the runs share no problem")
+        sys.exit("research.choose_prompt: the runs share no problem")
     numbers = dict(framing_numbers(d, common) for d in dirs)
     print(json.dumps({"rule": f"higher sample pass@1; within {MARGIN:.0%} the fewer tokens",
                       "framings": numbers, "chosen": choose(numbers)}, indent=1))

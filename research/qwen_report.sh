@@ -53,7 +53,7 @@ for step in $STEPS; do
       bench quality --dataset "$MBPP" --split validation --limit 20 --strategies sample --k 8 \
         --policy "$POLICY" --prompt "$framing" "${SAMPLING[@]}" --out "$OUT/prompt-$framing" --json > /dev/null
     done
-    python3 -m bench.choose_prompt "$OUT/prompt-code" "$OUT/prompt-reason" > "$OUT/prompt.json"
+    python -m research.choose_prompt "$OUT/prompt-code" "$OUT/prompt-reason" > "$OUT/prompt.json"
     ;;
   train-samples)  # value-model training data: k=8 judged samples of MBPP problems outside the validation split
     bench quality --dataset "$MBPP" --split=-validation --limit "${TRAIN_LIMIT:-0}" --strategies sample --k 8 \

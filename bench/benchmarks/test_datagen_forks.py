@@ -17,7 +17,8 @@ from judge import load_problem
 from lm.policy import HFPolicy, SamplingParams
 from lm.prompts import messages, reference_response
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
 F = K = 6
 MAX_NEW = int(os.environ.get("FORKCODE_BENCH_TOKENS", "96"))
 

@@ -1,20 +1,21 @@
 """vLLM against the transformers backend on SmolLM2-135M, side by side in one run: 36 samples x 256
 tokens from one prompt, and one 6x6 rollout tree (reference trunk). Needs the vLLM environment:
-`bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest bench/test_vllm_throughput.py --benchmark-only -s`."""
+`bash scripts/setup_vllm.sh && .venv-vllm/bin/python -m pytest bench/benchmarks/test_vllm_throughput.py --benchmark-only -s`."""
 
 import os
 import time
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see the README's vLLM section)")
+pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see docs/models.md)")
 
 from datagen.tree import TreeConfig, grow_tree
 from judge import load_problem
 from lm.policy import HFPolicy, SamplingParams, load_policy
 from lm.prompts import messages
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "two_sum_stdio.json")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
 
 
 def _load(name):

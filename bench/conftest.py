@@ -1,1 +1,0 @@
-"""Benchmarks: `python -m pytest bench/ --benchmark-only -s` (the -s shows the side-by-side tables)."""
