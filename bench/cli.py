@@ -1,4 +1,4 @@
-"""`bench`: the quality report (pytest-benchmark runs the speed benchmarks: see bench/conftest.py).
+"""`bench`: the quality report (pytest-benchmark runs the speed benchmarks: see bench/benchmarks/).
 
   bench quality --dataset humaneval --policy MODEL [--value DIR] --out DIR [--limit N]
       run greedy, best_of_k (all k samples judged), beam and tree on every problem, then report
@@ -18,7 +18,7 @@ from judge.problems import ProblemError, load_dataset, select_mbpp_splits
 
 
 def _value_digest(value):
-    from engine.cli import DEFAULT_VALUE
+    from engine.run import DEFAULT_VALUE
     from valuemodel.model import checkpoint_digest
     return checkpoint_digest(value or DEFAULT_VALUE)
 
@@ -35,7 +35,7 @@ def cmd_quality(args):
     from rich.progress import Progress
 
     from common.store import write_json_atomic
-    from engine.cli import NEEDS_VALUE, load_models
+    from engine.run import NEEDS_VALUE, load_models
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
@@ -116,7 +116,7 @@ def cmd_report(args):
 
 
 def main(argv=None):
-    from engine.cli import add_model_and_search_options
+    from engine.options import add_model_and_search_options
     parser = OneLineParser(prog="bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quality", help="every strategy on a dataset, judged, with a report")

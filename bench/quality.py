@@ -21,11 +21,11 @@ from typing import TypedDict
 
 from common.store import RowStore, StoreError, read_json, write_json_atomic, write_text_atomic
 from datagen.export import RunStats, SampleRow
+from engine.run import STRATEGIES
 from judge import JUDGE_TIMEOUT, judge_many
 from lm.options import DEFAULT_BATCH_ROWS
 from valuemodel.metrics import random_pass_at_k, top_k_pass
 
-STRATEGIES = ("greedy", "sample", "best_of_k", "beam", "tree")
 SETTINGS = "settings.json"
 
 
@@ -203,7 +203,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_
             for _ in range(len(problems) - len(todo)):
                 progress()
         return store.rows()
-    from engine.cli import decode_all
+    from engine.run import decode_all
     todo = [p for p in problems if p.id not in done]
     if progress:
         for _ in range(len(problems) - len(todo)):

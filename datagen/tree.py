@@ -19,9 +19,8 @@ from lm.prompts import (
     DEFAULT_FRAMING,
     FRAMINGS,
     PROMPT_OPTION,
-    build_program,
-    extract_code,
     messages,
+    program_from,
     reference_response,
     stop_after_code,
 )
@@ -160,12 +159,11 @@ def select_forks(logprobs, count, min_spacing=1):
 
 
 def _params(cfg, seed, stop_fn=None):
-    return SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                          top_p=cfg.top_p, seed=seed, stop_fn=stop_fn)
+    return SamplingParams.from_config(cfg, seed=seed, stop_fn=stop_fn)
 
 
 def _judge_one(problem, text, cfg):
-    program = build_program(problem, extract_code(text))
+    program = program_from(problem, text)
     v = judge(program, problem, mode=cfg.mode, timeout=cfg.timeout)
     return program, v
 
@@ -178,7 +176,7 @@ def _pick_trunk(problem, completions, cfg):
     """The paper retries a sampled trunk up to R times until one passes: the R samples are drawn in
     one batch and the first passing one (in sampling order) is kept. Returns (index kept, the trunk,
     the attempts not kept): judged samples too, training examples of their own."""
-    programs = [build_program(problem, extract_code(c.text)) for c in completions]
+    programs = [program_from(problem, c.text) for c in completions]
     verdicts = judge_many([(p, problem) for p in programs], mode=cfg.mode, timeout=cfg.timeout)
     pick = next((i for i, v in enumerate(verdicts) if v.ok), len(completions) - 1)
     records = [{"tokens": c.tokens, "logprobs": c.logprobs, "text": c.text, "program": p, "verdict": v.verdict,
@@ -322,7 +320,7 @@ def _sample_all(policy, requests, max_rows):
 def judge_tree(tree: TreeRow, problem, cfg) -> TreeRow:
     """Judge every fork rollout (a batch on the sandbox pool); fill verdicts and fork values."""
     t0 = time.perf_counter()
-    programs = [build_program(problem, extract_code(r["text"])) for r in tree["rollouts"]]
+    programs = [program_from(problem, r["text"]) for r in tree["rollouts"]]
     verdicts = judge_many(list(zip(programs, [problem] * len(programs))), mode=cfg.mode, timeout=cfg.timeout)
     for r, program, v in zip(tree["rollouts"], programs, verdicts):
         r.update(program=program, verdict=v.verdict, passed=v.passed, total=v.total)

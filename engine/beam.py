@@ -13,7 +13,7 @@ import torch
 from engine.batch import Frontier, advance, run_one
 from engine.result import Candidate, DecodeResult, Stats
 from lm.policy import SamplingParams
-from lm.prompts import build_program, extract_code, messages, stop_after_code
+from lm.prompts import messages, program_from, stop_after_code
 
 LINE_CAP = 64  # tokens: a "line" step that finds no newline ends here
 
@@ -40,8 +40,7 @@ def beam_search(policy, value, problem, cfg):
     """A generator (see engine.batch.run_searches: several searches can share each step's forward)."""
     stats = Stats(policy, value)
     prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            stop_fn=stop_after_code(len(prompt), policy.decode))
+    params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
     generator = torch.Generator().manual_seed(cfg.seed)
     with stats.phase("prefill"):
         frontier, root_value = Frontier.start(policy, value, prompt)
@@ -88,7 +87,7 @@ def beam_search(policy, value, problem, cfg):
             tokens = e.parent.tokens + e.tokens
             if e.finish:
                 text = policy.decode(tokens)
-                finished.append(Candidate(build_program(problem, extract_code(text)), text, tokens, e.value,
+                finished.append(Candidate(program_from(problem, text), text, tokens, e.value,
                                           "eos" if e.finish == "eos" else "stop"))
             elif len(beams) < cfg.beam_width:
                 beams.append(Beam(tokens, e.value))
@@ -99,7 +98,7 @@ def beam_search(policy, value, problem, cfg):
     if not finished:  # budget spent before any program finished: take the unfinished beams
         for b in beams:
             text = policy.decode(b.tokens)
-            finished.append(Candidate(build_program(problem, extract_code(text)), text, b.tokens, b.value, "length"))
+            finished.append(Candidate(program_from(problem, text), text, b.tokens, b.value, "length"))
     ranked = sorted(finished, key=lambda c: -c.value)
     stats.extra.update(forward_s={k: round(v, 4) for k, v in frontier.seconds.items()}, steps=steps, budget=cfg.token_budget, finished=len(finished), trace=trace)
     return DecodeResult("beam", ranked[0].program, ranked[0].value, ranked, stats.as_dict(frontier))

@@ -4,17 +4,16 @@ check, programs that fail to import rank below every one that imports, whatever 
 
 from engine.result import Candidate, DecodeResult, Stats
 from lm.policy import SamplingParams, mean_logprob
-from lm.prompts import build_program, extract_code, messages, stop_after_code
+from lm.prompts import messages, program_from, stop_after_code
 
 
 def candidate_params(policy, prompt, cfg, temperature):
     """Sampling for complete programs: the answer ends when its code block closes."""
-    return SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                          seed=cfg.seed, stop_fn=stop_after_code(len(prompt), policy.decode))
+    return SamplingParams.from_config(cfg, temperature=temperature, stop_fn=stop_after_code(len(prompt), policy.decode))
 
 
 def to_candidate(problem, completion):
-    return Candidate(build_program(problem, extract_code(completion.text)), completion.text, completion.tokens,
+    return Candidate(program_from(problem, completion.text), completion.text, completion.tokens,
                      None, completion.finish_reason, logprobs=completion.logprobs, features=completion.features)
 
 

@@ -6,8 +6,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from common.cli import option
-from lm.prompts import DEFAULT_FRAMING, PROMPT_OPTION
+from common.cli import ConfigError, option
+from lm.prompts import DEFAULT_FRAMING, FRAMINGS, PROMPT_OPTION
 
 
 class ValueFunction(Protocol):
@@ -25,7 +25,7 @@ class ValueFunction(Protocol):
 
 def parse_step(text):
     """A beam step as an option: "line" or a number of tokens."""
-    if text != "line" and not text.isdigit():
+    if text != "line" and not (text.isdigit() and int(text) > 0):
         raise argparse.ArgumentTypeError("must be 'line' or a number of tokens")
     return text
 
@@ -33,7 +33,7 @@ def parse_step(text):
 @dataclass
 class DecodeConfig:
     """Every strategy's settings; `decode` and `bench quality` take their options from these fields."""
-    strategy: str = "best_of_k"  # decode --strategy (choices: the strategy table, engine.cli.STRATEGIES)
+    strategy: str = "best_of_k"  # decode --strategy (choices: the strategy table, engine.run.STRATEGIES)
     k: int = option(8, "best_of_k: samples (default %(default)s)")
     temperature: float = 0.8
     top_p: float = 0.95
@@ -52,6 +52,24 @@ class DecodeConfig:
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
     load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
                                     "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
+
+    def __post_init__(self):
+        from engine.run import STRATEGIES
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.prompt not in FRAMINGS:
+            raise ConfigError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
+        if not (self.step == "line" or str(self.step).isdigit() and int(self.step) > 0):
+            raise ConfigError(f"step must be 'line' or a number of tokens, not {self.step!r}")
+        rules = [("k", self.k >= 1, ">= 1"), ("max-new-tokens", self.max_new_tokens >= 1, ">= 1"),
+                 ("temperature", self.temperature >= 0, ">= 0"), ("top-p", 0 < self.top_p <= 1, "in (0, 1]"),
+                 ("beam-width", self.beam_width >= 1, ">= 1"), ("expansions", self.expansions >= 1, ">= 1"),
+                 ("token-budget", self.token_budget >= 1, ">= 1"), ("branch-prob", 0 <= self.branch_prob <= 1, "in [0, 1]"),
+                 ("max-branches", self.max_branches >= 0, ">= 0"), ("abort-value", 0 <= self.abort_value <= 1, "in [0, 1]"),
+                 ("patience", self.patience >= 1, ">= 1"), ("warmup", 0 <= self.warmup <= 1, "in [0, 1]")]
+        for name, ok, rule in rules:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, not {getattr(self, name.replace('-', '_'))}")
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 from engine.batch import Frontier, advance, run_one
 from engine.result import Candidate, DecodeResult, Stats
 from lm.policy import SamplingParams, mean_logprob
-from lm.prompts import build_program, extract_code, messages, stop_after_code
+from lm.prompts import messages, program_from, stop_after_code
 
 
 def abort_position(values, warmup_tokens, threshold, patience):
@@ -58,8 +58,7 @@ def tree_search(policy, value, problem, cfg):
     engine.batch.run_searches: several searches can share each step's forward)."""
     stats = Stats(policy, value)
     prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            stop_fn=stop_after_code(len(prompt), policy.decode))
+    params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
     generator = torch.Generator().manual_seed(cfg.seed)
     with stats.phase("prefill"):
         frontier, _ = Frontier.start(policy, value, prompt)
@@ -134,5 +133,5 @@ def _candidate(policy, value, problem, r, reason):
         program_value = read(r.values, mean_logprob(r.logprobs))
     else:
         program_value = aggregate_values(r.values, getattr(value, "aggregate", "last"))
-    return Candidate(build_program(problem, extract_code(text)), text, list(r.tokens),
+    return Candidate(program_from(problem, text), text, list(r.tokens),
                      program_value, reason, origin=r.origin, logprobs=list(r.logprobs))

@@ -158,6 +158,13 @@ class SamplingParams:
     stop_fn: object = None
     ignore_eos: bool = False   # generate max_new_tokens whatever happens (benchmarks)
 
+    @classmethod
+    def from_config(cls, cfg, **overrides):
+        """The sampling settings of a run's config (engine.DecodeConfig, datagen.TreeConfig: any with
+        max_new_tokens, temperature, top_p and seed), with overrides such as a stop_fn."""
+        fields = {name: getattr(cfg, name) for name in ("max_new_tokens", "temperature", "top_p", "seed")}
+        return cls(**{**fields, **overrides})
+
 
 def mean_logprob(logprobs):
     """The mean of a completion's token log-probs (None when they are unknown)."""

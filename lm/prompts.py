@@ -145,3 +145,8 @@ def build_program(problem: Problem, code: str) -> str:
     if problem.source == "leetcode":  # the imports and helpers (ListNode, ...) its tests assume
         return problem.starter_code + "\n" + code
     return code
+
+
+def program_from(problem: Problem, text: str) -> str:
+    """The program to judge from a model's response text: its code, completed for the problem."""
+    return build_program(problem, extract_code(text))

@@ -111,7 +111,7 @@ def main():
     check("beam on cuda bf16 keeps <= B beams and the budget", r.stats["policy_tokens"] <= 200
           and all(len(t["kept"]) <= 2 for t in r.stats["trace"]), policy_tokens=r.stats["policy_tokens"],
           steps=r.stats["steps"])
-    r = tree(policy, vm, problem, replace(cfg, branch_prob=0.5, max_branches=4, abort_value=1.1, patience=4))
+    r = tree(policy, vm, problem, replace(cfg, branch_prob=0.5, max_branches=4, abort_value=1.0, patience=4))
     check("tree on cuda bf16 branches and aborts", r.stats["branches"] >= 1 and r.stats["aborted"] >= 1,
           branches=r.stats["branches"], aborted=r.stats["aborted"], tokens_saved=r.stats["tokens_saved"])
 

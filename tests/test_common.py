@@ -92,7 +92,7 @@ def test_the_commands_defaults_are_the_config_defaults(monkeypatch):
     """decode / bench quality and datagen build take every default from DecodeConfig / TreeConfig."""
     from common.cli import OneLineParser, config_from_args
     from datagen.tree import TreeConfig
-    from engine.cli import add_model_and_search_options
+    from engine.options import add_model_and_search_options
     from engine.result import DecodeConfig
 
     parser = OneLineParser()

@@ -191,6 +191,19 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot read problem" in r.stderr
     r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", str(tmp_path / "nope"), "--strategy", "greedy")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no model at" in r.stderr
+    for bad, message in ((["--k", "0"], "k must be >= 1"), (["--top-p", "1.5"], "top-p must be in (0, 1]"),
+                         (["--warmup", "-0.1"], "warmup must be in [0, 1]")):
+        r = _decode("--problem", "examples/two_sum_stdio.json", "--policy", tiny_model_dir, "--strategy", "greedy", *bad)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"decode: error: {message}, not {bad[1]}"], r.stderr
+
+
+def test_decode_config_checks_its_values():
+    from common.cli import ConfigError
+    DecodeConfig(step="16", temperature=0, branch_prob=1, max_branches=0)
+    for bad in ({"strategy": "astar"}, {"prompt": "poem"}, {"step": "0"}, {"k": 0}, {"expansions": 0},
+                {"abort_value": 1.5}, {"patience": 0}, {"temperature": -1}):
+        with pytest.raises(ConfigError):
+            DecodeConfig(**bad)
 
 
 def test_decode_with_a_critic_of_another_vocabulary(tiny_model_dir, tmp_path):
@@ -224,7 +237,7 @@ def test_vllm_backend_without_vllm_is_one_clear_error():
 def test_readme_main_job_uses_the_shipped_value_model():
     """The README's first command: best_of_k on the bundled example with no model flags (here with
     a small k and token cap) picks the shipped default value model, on the default policy."""
-    from engine.cli import DEFAULT_VALUE
+    from engine.run import DEFAULT_VALUE
     from valuemodel.model import DELTA_CONFIG
     with open(f"{DEFAULT_VALUE}/{DELTA_CONFIG}") as f:
         shipped = json.load(f)
