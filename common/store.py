@@ -12,6 +12,7 @@ It imports nothing of forkcode outside common: every layer may use it.
 """
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -240,3 +241,20 @@ def write_lines_atomic(path, parts):
             f.write(part)
         f.flush()
         os.fsync(f.fileno())
+
+
+def portable_path(path):
+    """How a record names an input file or folder without naming the machine: its path relative to
+    the working directory when it lies inside it, else its name (and, for a file, a hash of its
+    contents), so that a shipped config or report never holds /home/... or /tmp/... ."""
+    relative = os.path.relpath(os.path.abspath(path))
+    if not relative.startswith(".."):
+        return relative
+    name = os.path.basename(os.path.normpath(path))
+    if not os.path.isfile(path):
+        return name
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{name} (sha256 {digest.hexdigest()[:16]})"

@@ -71,6 +71,28 @@ def test_training_changes_only_trainable_tensors_and_roundtrips(tiny_model_dir, 
     assert cfg["base"] == tiny_model_dir and cfg["last_layers"] == 1
 
 
+def test_checkpoint_digest_names_the_weights_not_how_they_were_trained(vm, tmp_path):
+    from valuemodel.model import DELTA_CONFIG, checkpoint_digest
+    path = str(tmp_path / "vm")
+    vm.save(path, extra={"train": {"data": "runs/a.jsonl"}})
+    digest = checkpoint_digest(path)
+    with open(f"{path}/{DELTA_CONFIG}") as f:
+        cfg = json.load(f)
+    cfg["train"]["data"] = "b.jsonl (sha256 0123456789abcdef)"
+    with open(f"{path}/{DELTA_CONFIG}", "w") as f:
+        json.dump(cfg, f)
+    assert checkpoint_digest(path) == digest
+    head = next(p for n, p in vm.model.named_parameters() if n.startswith(("score.", "classifier.")))
+    with torch.no_grad():
+        head.add_(1.0)
+    try:
+        vm.save(path)
+    finally:
+        with torch.no_grad():
+            head.sub_(1.0)
+    assert checkpoint_digest(path) != digest
+
+
 def test_mismatched_base_is_refused(vm, tmp_path):
     vm.save(str(tmp_path / "vm"))
     other = make_tiny_model(str(tmp_path / "other"), seed=1)

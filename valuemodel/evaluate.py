@@ -3,7 +3,7 @@
 import os
 from collections import defaultdict
 
-from common.store import StoreError, write_json_atomic, write_text_atomic
+from common.store import StoreError, portable_path, write_json_atomic, write_text_atomic
 from lm.policy import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.train import encode_row, read_rows
@@ -41,8 +41,9 @@ def read_eval_data(data_dir):
 def evaluate(vm, data_dir, out_dir, max_length=2048, progress=None, data=None):
     data = data or read_eval_data(data_dir)
     os.makedirs(out_dir, exist_ok=True)
-    report = {"value_model": {"base": vm.base, "last_layers": vm.last_layers, "aggregate": vm.aggregate,
-                              "logprob_weight": vm.logprob_weight}, "data": os.path.abspath(data_dir)}
+    report = {"value_model": {"base": portable_path(vm.base) if os.path.exists(vm.base) else vm.base,
+                              "last_layers": vm.last_layers, "aggregate": vm.aggregate,
+                              "logprob_weight": vm.logprob_weight}, "data": portable_path(data_dir)}
     scored = {}
     for name in ("test", "test_balanced"):
         rows = data[name]

@@ -26,15 +26,20 @@ DELTA_CONFIG = "value_config.json"
 
 
 def checkpoint_digest(path):
-    """A short hash of a saved value model's files (None if `path` is not one), so that a run
-    records which weights it was made with, not just where they were."""
+    """A short hash of a saved value model (None if `path` is not one): its weights and the config
+    that reads them, so that a run records which model it was made with, not just where it was. The
+    config's "train" record (how it was trained) is left out: describing that never changes a value."""
     files = [os.path.join(path, name) for name in (DELTA_CONFIG, DELTA_WEIGHTS)]
     if not all(os.path.isfile(f) for f in files):
         return None
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            h.update(fh.read())
+    try:
+        with open(files[0], encoding="utf-8") as fh:
+            cfg = dict(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return None  # a damaged config: loading it says what is wrong
+    h = hashlib.sha256(json.dumps({k: v for k, v in cfg.items() if k != "train"}, sort_keys=True).encode())
+    with open(files[1], "rb") as fh:
+        h.update(fh.read())
     return h.hexdigest()[:16]
 
 

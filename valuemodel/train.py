@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from common.cli import ConfigError, option
-from common.store import StoreError, atomic_path, read_jsonl
+from common.store import StoreError, atomic_path, portable_path, read_jsonl
 from datagen.export import ExampleRow
 from lm.policy import vocab_fingerprint
 from valuemodel.model import AGGREGATES, head_module
@@ -404,7 +404,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base,
                                                     cfg.max_length), cfg)
     vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
-        "data": os.path.abspath(data_path), "examples": len(feats),
+        "data": portable_path(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
         "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
@@ -585,7 +585,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
                       "value_pass@1": pick["value_picked"], "random_pass@1": pick["random_pick"],
                       "oracle_pass@1": oracle, "gap_closed": (pick["value_picked"] - pick["random_pick"]) / gap if gap else None})
     mixed = within_problem_auroc(probe_groups or groups[0])
-    return {"data": os.path.abspath(data_path), "folds": folds, "problems": len(problems),
+    return {"data": portable_path(data_path), "folds": folds, "problems": len(problems),
             "mixed_problems": mixed["problems"], "pairs": mixed["pairs"], "config": asdict(cfg),
             "feature_source": "recorded" if isinstance(frozen, RecordedFeatures) else "forward",
             "feature_forward_tokens": frozen.forward_tokens,
