@@ -590,6 +590,14 @@ def test_features_recorded_while_sampling_train_and_rank_with_no_second_forward(
     assert with_features["feature_source"] == "recorded" and with_features["feature_forward_tokens"] == 0
     assert without["feature_source"] == "forward" and without["feature_forward_tokens"] > 0
     assert with_features["curve"][0]["within_problem_auroc"] == pytest.approx(without["curve"][0]["within_problem_auroc"], abs=0.02)
+    half = tmp_path / "half.jsonl"  # a mix of sources (e.g. new samples with features, old ones without)
+    half.write_text("".join(json.dumps(r if i % 2 else {k: v for k, v in r.items() if k != "features"}) + "\n"
+                            for i, r in enumerate(rows)))
+    monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "fresh-cache"))  # nothing cached from the runs above
+    mixed = cross_validate(critic(), str(half), cfg, folds=3, progress=False)
+    assert mixed["feature_source"] == "recorded+forward"
+    assert 0 < mixed["feature_forward_tokens"] < without["feature_forward_tokens"]
+    assert mixed["curve"][0]["within_problem_auroc"] == pytest.approx(without["curve"][0]["within_problem_auroc"], abs=0.02)
     train(critic(), str(recorded), str(tmp_path / "rec"), cfg, progress=False)
     train(critic(), str(plain), str(tmp_path / "fwd"), cfg, progress=False)
     a = ValueModel.load(str(tmp_path / "rec"), dtype="float32", device="cpu")

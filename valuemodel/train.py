@@ -179,38 +179,60 @@ def problem_loss(logits, labels, outcome, pairwise, aggregate="last"):
     return loss
 
 
-class RecordedFeatures:
-    """Each row's features as the sampler recorded them (lm.features): all a head-only probe on a
-    program's mean reads, with no forward pass (forward_tokens stays 0)."""
+class PooledFeatures:
+    """Each row's program feature, all a head-only probe on a program's mean reads: the mean of its
+    final hidden states over its tokens. A row the sampler recorded it for (lm.features), made by
+    exactly this value model's base, costs no forward pass; the others run through the base once
+    (FrozenFeatures, cached on disk) and keep only their mean. `forward_tokens` counts what ran."""
     final = True
-    build_seconds = 0.0
-    forward_tokens = 0
 
-    def __init__(self, feats):
+    def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
         from lm.features import decode_features
         self.feats = feats
-        try:
-            self.vectors = torch.stack([decode_features(f["features"]) for f in feats])
-        except (ValueError, RuntimeError):
-            raise StoreError("a training row's recorded features are damaged (not one fp16 vector per row, "
-                             "all of one width): export the samples again") from None
+        heads = {}  # the base check once per distinct source, not once per row
+        vectors = [None] * len(feats)
+        for i, f in enumerate(feats):
+            key = json.dumps(f.get("feature_source"), sort_keys=True)
+            if key not in heads:
+                heads[key] = vm.heads_features_of(f.get("feature_source"))
+            if f.get("features") and heads[key]:
+                try:
+                    vectors[i] = decode_features(f["features"])
+                except ValueError:
+                    raise StoreError("a training row's recorded features are damaged (not an fp16 vector): "
+                                     "export the samples again") from None
+        self.recorded = sum(v is not None for v in vectors)
+        rest = [i for i, v in enumerate(vectors) if v is None]
+        self.forward_tokens, self.build_seconds = 0, 0.0
+        if rest:
+            frozen = FrozenFeatures(vm, [feats[i] for i in rest], cache_dir, use_cache, progress)
+            for j, i in enumerate(rest):
+                vectors[i] = frozen.pooled(j, "mean")
+            self.forward_tokens, self.build_seconds = frozen.forward_tokens, frozen.build_seconds
+        if len({v.shape for v in vectors}) > 1:
+            raise StoreError("the training rows' recorded features differ in width from the base's hidden size: "
+                             "export the samples again")
+        self.vectors = torch.stack(vectors)
+
+    @property
+    def source(self):
+        """"recorded" (no forward pass), "forward" (none recorded) or "recorded+forward"."""
+        return "recorded" if not self.forward_tokens and self.recorded else \
+            "forward" if not self.recorded else "recorded+forward"
 
     def pooled(self, i, aggregate):
         return self.vectors[i]
 
 
 def frozen_features(vm, feats, cfg, progress=False):
-    """What training reads: the recorded features where every row carries them, made by exactly this
-    value model's base, and only the head is fitted on a program's mean (the probe, no epochs);
-    else the frozen layers' hidden states (FrozenFeatures: a forward pass over every row, cached)."""
-    sources = {json.dumps(f.get("feature_source"), sort_keys=True): f.get("feature_source") for f in feats}
-    if (cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and feats
-            and all(f.get("features") and not f["truncated"] for f in feats)
-            and all(vm.heads_features_of(s) for s in sources.values())):
-        return RecordedFeatures(feats)
+    """What training reads. A head-only probe on a program's mean (no epochs) reads one vector per
+    row (PooledFeatures: recorded where the sampler kept them, else pooled from one forward pass);
+    anything else reads the frozen layers' hidden states (FrozenFeatures: a forward pass, cached)."""
     from lm.policy import cache_root
-    return FrozenFeatures(vm, feats, os.path.join(cache_root(), "frozen") if cfg.cache else None,
-                          use_cache=cfg.cache, progress=progress)
+    cache_dir = os.path.join(cache_root(), "frozen") if cfg.cache else None
+    if cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and vm.last_layers == 0 and cfg.cache:
+        return PooledFeatures(vm, feats, cache_dir, use_cache=True, progress=progress)
+    return FrozenFeatures(vm, feats, cache_dir, use_cache=cfg.cache, progress=progress)
 
 
 class FrozenFeatures:
@@ -408,7 +430,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
         "config": asdict(cfg), "frozen_cache_seconds": round(frozen.build_seconds, 2),
-        "feature_source": "recorded" if isinstance(frozen, RecordedFeatures) else "forward",
+        "feature_source": frozen.source if isinstance(frozen, PooledFeatures) else "forward",
         "feature_forward_tokens": frozen.forward_tokens, "probe": probe,
         "history": history, "eval_loss": eval_loss}})
     # Only now: a run killed while saving resumes from the last epoch and saves again.
@@ -520,7 +542,7 @@ def _rollout_feature(hidden, labels, aggregate):
 def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
     """Each feature's rollout logit (the value a best-of-k pick compares), with the policy's mean
     log-prob term of a checkpoint that reads it."""
-    if isinstance(frozen, RecordedFeatures):
+    if isinstance(frozen, PooledFeatures):
         out = vm.feature_logits(frozen.vectors[indices]).tolist()
     else:
         out = []
@@ -587,6 +609,6 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     mixed = within_problem_auroc(probe_groups or groups[0])
     return {"data": portable_path(data_path), "folds": folds, "problems": len(problems),
             "mixed_problems": mixed["problems"], "pairs": mixed["pairs"], "config": asdict(cfg),
-            "feature_source": "recorded" if isinstance(frozen, RecordedFeatures) else "forward",
+            "feature_source": frozen.source if isinstance(frozen, PooledFeatures) else "forward",
             "feature_forward_tokens": frozen.forward_tokens,
             "last_layers": vm.last_layers, "curve": curve}
