@@ -22,6 +22,9 @@ import time
 
 import torch
 
+from engine.result import Stats
+from lm.policy import SamplingParams
+from lm.prompts import messages, stop_after_code
 from valuemodel.model import ValueModel, head_module
 
 
@@ -324,6 +327,19 @@ class Frontier:
 def advance(frontier, tokens):
     """In a search generator: advance the frontier's rows by these tokens; returns their values."""
     return (yield frontier, tokens)
+
+
+def begin_search(policy, value, problem, cfg):
+    """What beam and tree search start from: their stats, the prompt, the sampling settings (a
+    completion ends with its first closed code block), a seeded generator, and the frontier holding
+    the prefilled prompt, with the prompt's value."""
+    stats = Stats(policy, value)
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with stats.phase("prefill"):
+        frontier, root_value = Frontier.start(policy, value, prompt)
+    return stats, prompt, params, generator, frontier, root_value
 
 
 def run_one(search):

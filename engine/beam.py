@@ -8,12 +8,9 @@ The best finished program by value wins."""
 
 from dataclasses import dataclass, field
 
-import torch
-
-from engine.batch import Frontier, advance, run_one
-from engine.result import Candidate, DecodeResult, Stats
-from lm.policy import SamplingParams
-from lm.prompts import messages, program_from, stop_after_code
+from engine.batch import Frontier, advance, begin_search, run_one
+from engine.result import Candidate, DecodeResult
+from lm.prompts import program_from
 
 LINE_CAP = 64  # tokens: a "line" step that finds no newline ends here
 
@@ -38,12 +35,7 @@ def beam(policy, value, problem, cfg):
 
 def beam_search(policy, value, problem, cfg):
     """A generator (see engine.batch.run_searches: several searches can share each step's forward)."""
-    stats = Stats(policy, value)
-    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
-    params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with stats.phase("prefill"):
-        frontier, root_value = Frontier.start(policy, value, prompt)
+    stats, prompt, params, generator, frontier, root_value = begin_search(policy, value, problem, cfg)
     beams = [Beam([], root_value)]  # beam i is frontier row i
     finished, spent, steps, trace = [], 0, 0, []
     chunk = None if cfg.step == "line" else int(cfg.step)
@@ -68,7 +60,7 @@ def beam_search(policy, value, problem, cfg):
                 e.tokens.append(tok)
                 e.value = v
                 whole = e.parent.tokens + e.tokens
-                e.finish = policy._ended(prompt, whole, params) or ("length" if len(whole) >= cfg.max_new_tokens else None)
+                e.finish = policy.finish_reason(prompt, whole, params)
                 line_end = chunk is None and "\n" in policy.decode([tok])
                 if not (e.finish or line_end or len(e.tokens) >= cap):
                     keep.append(row)

@@ -17,12 +17,10 @@ The best finished (not aborted) program by value wins; aborted rollouts are rank
 import math
 from dataclasses import dataclass
 
-import torch
-
-from engine.batch import Frontier, advance, run_one
-from engine.result import Candidate, DecodeResult, Stats
-from lm.policy import SamplingParams, mean_logprob
-from lm.prompts import messages, program_from, stop_after_code
+from engine.batch import advance, begin_search, run_one
+from engine.result import Candidate, DecodeResult
+from lm.policy import mean_logprob
+from lm.prompts import program_from
 
 
 def abort_position(values, warmup_tokens, threshold, patience):
@@ -56,12 +54,7 @@ def tree_search(policy, value, problem, cfg):
     feeds all rows in one forward that also gives every new token's value. A rollout that ends
     stays for that last forward (its last token's value), then leaves. A generator (see
     engine.batch.run_searches: several searches can share each step's forward)."""
-    stats = Stats(policy, value)
-    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
-    params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with stats.phase("prefill"):
-        frontier, _ = Frontier.start(policy, value, prompt)
+    stats, prompt, params, generator, frontier, _ = begin_search(policy, value, problem, cfg)
     live = [Rollout([], [], [], "trunk")]   # row i of the frontier
     finished, aborted, branch_log = [], [], []
     expected, saved = None, 0  # expected: L, the trunk's length, known once the trunk ends
@@ -101,7 +94,7 @@ def tree_search(policy, value, problem, cfg):
                 if cut is not None:
                     abort(r, cut)
                     continue
-            why = policy._ended(prompt, r.tokens, params) or ("length" if len(r.tokens) >= cfg.max_new_tokens else None)
+            why = policy.finish_reason(prompt, r.tokens, params)
             if why is None:
                 keep.append(j)
                 live.append(r)

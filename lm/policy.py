@@ -262,8 +262,9 @@ class TokenizerOps:
             self._backtick_ids = {i for i, t in enumerate(vocab) if t and "`" in t}
         return self._backtick_ids
 
-    def _ended(self, prefix, toks, params):
-        """Why a completion ends at its last token `toks[-1]` ("eos" or "stop"), or None if it goes on."""
+    def finish_reason(self, prefix, toks, params):
+        """Why a completion of `prefix` ends at its last token `toks[-1]` ("eos", "stop", or "length"
+        at params.max_new_tokens), or None if it goes on."""
         tok = toks[-1]
         if tok in self.eos_ids and not params.ignore_eos:
             return "eos"
@@ -271,7 +272,7 @@ class TokenizerOps:
             return "stop"
         if params.stop_fn and tok in self.backtick_ids and params.stop_fn(prefix, toks):
             return "stop"
-        return None
+        return "length" if len(toks) >= params.max_new_tokens else None
 
     def _hit_stop(self, toks, stops):
         tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
@@ -478,7 +479,7 @@ class HFPolicy(TokenizerOps):
             for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp.tolist())):
                 tokens[i].append(tok)
                 logprobs[i].append(lp)
-                ended = self._ended(prefixes[i // k], tokens[i], params)
+                ended = self.finish_reason(prefixes[i // k], tokens[i], params)
                 if ended:
                     finish[i] = ended
                 else:
@@ -577,10 +578,10 @@ class _Batch:
             toks = req["tokens"][i]
             toks.append(tok)
             req["logprobs"][i].append(lp)
-            ended = policy._ended(req["prefix"], toks, req["params"])
+            ended = policy.finish_reason(req["prefix"], toks, req["params"])
             if ended:
                 req["finish"][i] = ended
-            elif len(toks) < req["params"].max_new_tokens:
+            else:
                 keep.append(b)
                 continue
             req["left"] -= 1

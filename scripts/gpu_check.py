@@ -45,7 +45,7 @@ def fork_equivalence(policy, dtype_name):
     forks = policy.sample_forks(state, positions, 4, greedy)
     same, diffs = 0, []
     for p, group in zip(positions, forks):
-        fresh = policy._decode_groups(None, [state.tokens[:p]], 1, greedy)[0][0]
+        fresh = policy.sample(state.tokens[:p], 1, greedy)[0]
         same += all(c.tokens == fresh.tokens for c in group)
         n = min(len(group[0].logprobs), len(fresh.logprobs))
         diffs.append(max(abs(a - b) for a, b in zip(group[0].logprobs[:n], fresh.logprobs[:n])))

@@ -123,7 +123,7 @@ def test_fork_kv_reuse_matches_recomputing(tiny_policy):
         forks = p.sample_forks(state, positions, 3, params)
         reused = p.stats.forward_tokens - before
         for pos, group in zip(positions, forks):
-            fresh = p._decode_groups(None, [state.tokens[:pos]], 3, params)[0]
+            fresh = p.sample(state.tokens[:pos], 3, params)
             if params.temperature == 0:
                 assert all(c.tokens == fresh[0].tokens for c in group)
                 assert max(abs(a - b) for a, b in zip(group[0].logprobs, fresh[0].logprobs)) < 1e-4

@@ -118,7 +118,7 @@ def test_policy_extend_equals_teacher_forcing(tiny_policy):
     ext = tiny_policy.extend(state, more)
     g = SamplingParams(max_new_tokens=6, temperature=0)
     a = tiny_policy.sample_forks(ext, [len(ext.tokens)], 1, g)[0][0]
-    b = tiny_policy._decode_groups(None, [prompt + more], 1, g)[0][0]
+    b = tiny_policy.sample(prompt + more, 1, g)[0]
     assert a.tokens == b.tokens and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
 
 
@@ -353,8 +353,7 @@ def test_frontier_rows_decode_as_each_row_alone(tiny_policy):
             toks.append(t)
             lps.append(lp)
     for p, toks, lps in rows:
-        alone = tiny_policy._decode_groups(None, [prompts[p]], 1, SamplingParams(max_new_tokens=len(toks), temperature=0,
-                                                                                 ignore_eos=True))[0][0]
+        alone = tiny_policy.sample(prompts[p], 1, SamplingParams(max_new_tokens=len(toks), temperature=0, ignore_eos=True))[0]
         assert toks == alone.tokens
         assert max(abs(a - b) for a, b in zip(lps, alone.logprobs)) < 1e-4
 

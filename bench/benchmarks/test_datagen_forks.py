@@ -42,7 +42,7 @@ def test_fork_tree_tokens_and_time(benchmark, setup):
         return policy.sample_forks(state, positions, K, params)
 
     def independent():
-        return [policy._decode_groups(None, [state.tokens[:p]], K, params)[0] for p in positions]
+        return [policy.sample(state.tokens[:p], K, params) for p in positions]
 
     results = {}
     for name, fn in (("fork KV reuse", forked), ("independent", independent)):
