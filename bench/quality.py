@@ -104,7 +104,7 @@ def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_B
     add up to the run's wall time."""
     from engine.best_of_k import candidate_params, to_candidate
     from lm.features import encode_features, feature_source
-    from lm.policy import vocab_fingerprint
+    from lm.models import vocab_fingerprint
     from lm.prompts import messages
     prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
     requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]

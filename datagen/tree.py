@@ -14,7 +14,7 @@ from common.cli import ConfigError, option
 from common.store import SHALLOW
 from judge import JUDGE_TIMEOUT, ProblemError, judge, judge_many
 from judge.compare import MODES
-from lm.policy import SamplingParams, mean_logprob, vocab_fingerprint
+from lm.models import vocab_fingerprint
 from lm.prompts import (
     DEFAULT_FRAMING,
     FRAMINGS,
@@ -24,6 +24,7 @@ from lm.prompts import (
     reference_response,
     stop_after_code,
 )
+from lm.sampling import SamplingParams, mean_logprob
 
 TRUNK_MODES = ("sample", "reference", "auto")
 TREES = "trees.jsonl"  # a build directory's tree file: one TreeRow per line (common.store.RowStore)

@@ -23,8 +23,8 @@ import time
 import torch
 
 from engine.result import Stats
-from lm.policy import SamplingParams
 from lm.prompts import messages, stop_after_code
+from lm.sampling import SamplingParams
 from valuemodel.model import ValueModel, head_module
 
 

@@ -3,8 +3,8 @@ at the last token: the outcome reward), return the best, with every candidate ra
 check, programs that fail to import rank below every one that imports, whatever their value."""
 
 from engine.result import Candidate, DecodeResult, Stats
-from lm.policy import SamplingParams, mean_logprob
 from lm.prompts import messages, program_from, stop_after_code
+from lm.sampling import SamplingParams, mean_logprob
 
 
 def candidate_params(policy, prompt, cfg, temperature):

@@ -54,9 +54,6 @@ class DecodeConfig:
                                     "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
 
     def __post_init__(self):
-        from engine.run import STRATEGIES
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.prompt not in FRAMINGS:
             raise ConfigError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
         if not (self.step == "line" or str(self.step).isdigit() and int(self.step) > 0):

@@ -4,6 +4,8 @@
 import importlib
 import os
 
+from common.cli import ConfigError
+
 # Every strategy: name -> "module:function", one file each over the one DecodeConfig (imported when
 # used, so that --help stays light). Beam and tree also have a generator form that can share each
 # step's batch with other problems' searches (engine.batch.run_searches).
@@ -22,6 +24,8 @@ def _function(spec):
 
 def strategy_fn(name):
     """The strategy's function: (policy, value, problem, DecodeConfig) -> DecodeResult."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
     return _function(STRATEGIES[name])
 
 
@@ -48,7 +52,8 @@ def load_models(policy_spec, value_dir=None, *, backend="hf", dtype="auto", devi
     needs one). A value model with another tokenizer than the policy's reads the policy's text
     (valuemodel.text_value.TextValue); on the vLLM backend, one that shares it scores whole programs
     on vLLM (valuemodel.vllm_value.VLLMValue)."""
-    from lm.policy import ModelError, load_policy, vocab_fingerprint
+    from lm.models import ModelError, vocab_fingerprint
+    from lm.policy import load_policy
     path = value_dir or (DEFAULT_VALUE if needs_value and os.path.exists(os.path.join(DEFAULT_VALUE, "value_config.json"))
                          else None)
     if needs_value and path is None:

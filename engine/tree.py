@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from engine.batch import advance, begin_search, run_one
 from engine.result import Candidate, DecodeResult
-from lm.policy import mean_logprob
 from lm.prompts import program_from
+from lm.sampling import mean_logprob
 
 
 def abort_position(values, warmup_tokens, threshold, patience):

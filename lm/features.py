@@ -10,7 +10,7 @@ from typing import TypedDict
 
 import torch
 
-from lm.policy import vocab_fingerprint
+from lm.models import vocab_fingerprint
 
 # How the features were pooled; a row records it, a reader checks it.
 FEATURE_KIND = "mean_final_hidden"

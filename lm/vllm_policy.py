@@ -12,16 +12,9 @@ served from the safetensors copy the project caches (vLLM is not given the GGUF 
 
 import os
 
-from lm.policy import (
-    DEFAULT_POLICY,
-    Completion,
-    ModelError,
-    PolicyStats,
-    PrefixState,
-    TokenizerOps,
-    cache_root,
-    resolve_model,
-)
+from lm.models import ModelError, cache_root, resolve_model
+from lm.options import DEFAULT_POLICY
+from lm.sampling import Completion, PolicyStats, PrefixState, TokenizerOps
 
 
 def make_llm(location, dtype="auto", max_model_len=4096, tensor_parallel_size=1, seed=0, **engine_args):

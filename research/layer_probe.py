@@ -37,7 +37,7 @@ from valuemodel.train import IGNORE, make_features, pairwise_probe, read_rows
 def extract(base, data, out, chunk=8, save_every=25, mixed_only=False, verify=False, own=0):
     from transformers import DynamicCache
 
-    from lm.policy import vocab_fingerprint
+    from lm.models import vocab_fingerprint
     from valuemodel.model import ValueModel, decoder_layers
     vm = ValueModel.from_base(base, last_layers=0)
     feats = make_features(read_rows(data), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base, 1024)
@@ -134,7 +134,7 @@ def lm_head_weight(base, vm):
 
     from safetensors import safe_open
 
-    from lm.policy import resolve_model
+    from lm.models import resolve_model
     location = resolve_model(base)
     for path in glob.glob(os.path.join(location, "*.safetensors")) if os.path.isdir(location) else []:
         with safe_open(path, "pt") as f:

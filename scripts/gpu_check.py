@@ -23,7 +23,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from conftest import make_tiny_model
 
-from lm.policy import HFPolicy, SamplingParams, vocab_fingerprint
+from lm.models import vocab_fingerprint
+from lm.policy import HFPolicy
+from lm.sampling import SamplingParams
 from valuemodel.model import ValueModel, trainable_names
 from valuemodel.train import TrainConfig, train
 

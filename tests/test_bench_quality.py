@@ -75,7 +75,7 @@ class FakePolicy:
         decode = staticmethod(lambda tokens: "prompt")
 
     def __init__(self):
-        from lm.policy import PolicyStats
+        from lm.sampling import PolicyStats
         self.stats, self.calls = PolicyStats(), []
 
     def prompt_tokens(self, messages):
@@ -87,7 +87,7 @@ class FakePolicy:
     programs = (WRONG, WRONG, RIGHT)
 
     def sample(self, prefix, n, params):
-        from lm.policy import Completion
+        from lm.sampling import Completion
         self.calls.append(n)
         texts = [f"```python\n{p}```" for p in self.programs]
         lps = [-1.0, -1.0, -0.5]

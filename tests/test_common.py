@@ -9,7 +9,7 @@ import pytest
 from common.cli import ConfigError, ForkcodeError, dispatch
 from common.store import StoreError, atomic_path, write_text_atomic
 from judge import ProblemError, SandboxError
-from lm.policy import ModelError
+from lm.models import ModelError
 from valuemodel.model import ValueModelError
 
 

@@ -13,8 +13,9 @@ from common.store import RowStore, StoreError
 from datagen.export import balance, export, split_problems, tree_stats
 from datagen.tree import TreeConfig, examples, grow_tree, grow_trees, judge_tree, select_forks, to_networkx
 from judge import Problem, ProblemError, load_dataset
-from lm.policy import ModelError, SamplingParams, resolve_model
+from lm.models import ModelError, resolve_model
 from lm.prompts import build_program, code_block_closed, extract_code, messages
+from lm.sampling import SamplingParams
 
 APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -111,7 +111,7 @@ def test_beam_keeps_the_best_b_and_honours_the_budget(tiny_policy, step):
 
 
 def test_policy_extend_equals_teacher_forcing(tiny_policy):
-    from lm.policy import SamplingParams
+    from lm.sampling import SamplingParams
     prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
     _, state = tiny_policy.teacher_force(prompt[:-1], prompt[-1:])
     more = [7, 8, 9, 10]
@@ -200,7 +200,7 @@ def test_decode_cli_json_and_errors(tiny_model_dir, tmp_path):
 def test_decode_config_checks_its_values():
     from common.cli import ConfigError
     DecodeConfig(step="16", temperature=0, branch_prob=1, max_branches=0)
-    for bad in ({"strategy": "astar"}, {"prompt": "poem"}, {"step": "0"}, {"k": 0}, {"expansions": 0},
+    for bad in ({"prompt": "poem"}, {"step": "0"}, {"k": 0}, {"expansions": 0},
                 {"abort_value": 1.5}, {"patience": 0}, {"temperature": -1}):
         with pytest.raises(ConfigError):
             DecodeConfig(**bad)
@@ -225,7 +225,8 @@ def test_decode_with_a_critic_of_another_vocabulary(tiny_model_dir, tmp_path):
 def test_vllm_backend_without_vllm_is_one_clear_error():
     import importlib.util
 
-    from lm.policy import ModelError, load_policy
+    from lm.models import ModelError
+    from lm.policy import load_policy
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here: tests/test_vllm.py covers the backend")
     with pytest.raises(ModelError, match=r"pip install 'forkcode\[vllm\]'"):
@@ -267,7 +268,7 @@ def _nucleus(probs, top_p):
 def test_sample_tokens_draws_the_exact_top_p_distribution(monkeypatch, candidates, fused):
     import torch
 
-    from lm import policy as pol
+    from lm import sampling as pol
     monkeypatch.setattr(pol, "NUCLEUS_CANDIDATES", candidates)
     monkeypatch.setattr(pol, "FUSE_MIN_ELEMENTS", 1 if fused else 10**12)
     logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0, 0.7])
@@ -289,7 +290,7 @@ def test_sample_tokens_draws_the_exact_top_p_distribution(monkeypatch, candidate
 def test_sample_many_equals_per_prompt_sampling(tiny_policy):
     """Many prompts in one refilled batch (rows joining and leaving, a left-padded cache) give each
     prompt exactly the greedy tokens and log-probs it gets alone."""
-    from lm.policy import SamplingParams
+    from lm.sampling import SamplingParams
     texts = ["Print hello.", "Sort a list of numbers and return it, please, in Python 3 with a docstring.", "Add.", "x"]
     prompts = [tiny_policy.prompt_tokens([{"role": "user", "content": t}]) for t in texts]
     params = [SamplingParams(max_new_tokens=m, temperature=0.0) for m in (9, 17, 5, 12)]
@@ -311,7 +312,7 @@ def test_sample_many_equals_per_prompt_sampling(tiny_policy):
 def test_auto_dtype_follows_the_cpu_bf16_flags(tmp_path):
     import torch
 
-    from lm.policy import cpu_has_native_bf16, pick_dtype
+    from lm.models import cpu_has_native_bf16, pick_dtype
     amd = tmp_path / "amd"
     amd.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
     amx = tmp_path / "amx"
@@ -335,7 +336,7 @@ def test_frontier_rows_decode_as_each_row_alone(tiny_policy):
     import torch
 
     from engine.batch import Frontier
-    from lm.policy import SamplingParams
+    from lm.sampling import SamplingParams
     greedy = SamplingParams(temperature=0)
     prompts = _prompts(tiny_policy)
     frontier = Frontier.merge([Frontier.start(tiny_policy, ScriptedValue(), p)[0] for p in prompts])
@@ -365,7 +366,7 @@ def test_shared_trunk_values_equal_the_separate_value_model(tiny_model_dir, tiny
 
     from engine import batch
     from engine.batch import Frontier, RowsValue, ScorerValue, SharedTrunkValue, value_track
-    from lm.policy import SamplingParams
+    from lm.sampling import SamplingParams
     from valuemodel.model import ValueModel
     vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
     assert isinstance(value_track(tiny_policy, vm), SharedTrunkValue)
@@ -413,7 +414,8 @@ def test_backends_and_the_value_model_implement_their_protocols():
     import inspect
 
     from engine.result import ValueFunction
-    from lm.policy import HFPolicy, Policy
+    from lm.policy import HFPolicy
+    from lm.sampling import Policy
     from lm.vllm_policy import VLLMPolicy
     from valuemodel.model import ValueModel
 

@@ -104,3 +104,28 @@ def test_shipped_value_models_name_no_machine_path(tmp_path, monkeypatch):
     assert portable_path(os.path.join(REPO, "examples", "two_sum_stdio.json")) == os.path.join("examples", "two_sum_stdio.json")
     assert re.fullmatch(r"train\.jsonl \(sha256 [0-9a-f]{16}\)", portable_path(str(outside)))
     assert not machine_path.search(portable_path(str(tmp_path)))
+
+
+def test_no_import_circle_between_modules():
+    """Within a package too, module imports (those inside functions included) form no circle:
+    each module can be read after the ones it imports."""
+    nx = pytest.importorskip("networkx")
+    modules = {f"{p}.{os.path.splitext(os.path.relpath(path, os.path.join(REPO, p)))[0].replace(os.sep, '.')}"
+               for p in LAYERS for path in _modules(p)}
+    graph = nx.DiGraph()
+    for package in LAYERS:
+        for path in _modules(package):
+            module = f"{package}.{os.path.splitext(os.path.relpath(path, os.path.join(REPO, package)))[0].replace(os.sep, '.')}"
+            tree = ast.parse(open(path, encoding="utf-8").read(), path)
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for name in names:
+                    target = name if name in modules else f"{name}.__init__" if f"{name}.__init__" in modules else None
+                    if target and target != module:
+                        graph.add_edge(module, target)
+    circles = list(nx.simple_cycles(graph))
+    assert not circles, circles

@@ -101,7 +101,7 @@ def test_labels_of_another_tokenizer_cover_exactly_the_rollouts_own_text(tiny_po
     from datagen.export import to_rows
     from datagen.tree import TreeConfig, grow_tree, judge_tree
     from judge import load_dataset
-    from lm.policy import vocab_fingerprint
+    from lm.models import vocab_fingerprint
     from valuemodel.model import ValueModel
     from valuemodel.train import IGNORE, TrainConfig, make_features, train
     apps = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from lm.policy import ModelError, vocab_fingerprint
+from lm.models import ModelError, vocab_fingerprint
 from valuemodel.metrics import (
     auroc,
     auroc_lower_bound,
@@ -559,7 +559,7 @@ def test_features_recorded_while_sampling_train_and_rank_with_no_second_forward(
     from engine.best_of_k import rank_candidates
     from engine.result import Candidate
     from lm.features import encode_features, feature_source, model_signature
-    from lm.policy import SamplingParams
+    from lm.sampling import SamplingParams
     from valuemodel.train import cross_validate
     monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / "cache"))
     prompts = [tiny_policy.prompt_tokens([{"role": "user", "content": f"Task {i}: add {i} and {i + 1}."}]) for i in range(6)]

@@ -16,8 +16,9 @@ from datagen.tree import TreeConfig, examples, grow_tree, judge_tree
 from engine.best_of_k import best_of_k
 from engine.result import DecodeConfig
 from judge import load_problem
-from lm.policy import HFPolicy, SamplingParams, load_policy
+from lm.policy import HFPolicy, load_policy
 from lm.prompts import messages, stop_after_code
+from lm.sampling import SamplingParams
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
@@ -87,7 +88,7 @@ def test_forks_shape_seed_and_finish_reasons(policies, problem):
 
 
 def test_prefix_cache_serves_shared_prefix(policies, problem):
-    from lm.policy import PrefixState
+    from lm.sampling import PrefixState
     v, _ = policies
     prompt = v.prompt_tokens(messages(problem))
     (first,) = v.sample(prompt, 1, SamplingParams(max_new_tokens=320, temperature=1.0, seed=1, ignore_eos=True))

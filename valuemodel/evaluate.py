@@ -4,7 +4,7 @@ import os
 from collections import defaultdict
 
 from common.store import StoreError, portable_path, write_json_atomic, write_text_atomic
-from lm.policy import vocab_fingerprint
+from lm.models import vocab_fingerprint
 from valuemodel.metrics import calibration, process_curve, selection, table2, within_problem_auroc
 from valuemodel.train import encode_row, read_rows
 

@@ -19,7 +19,7 @@ import torch
 from common.cli import ConfigError
 from common.store import atomic_path, schema_error, write_json_atomic
 from lm.features import FEATURE_KIND, SHAPE_KEYS, BaseSignature, model_signature
-from lm.policy import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
+from lm.models import ModelError, pick_device, pick_dtype, quiet_transformers, resolve_model, vocab_fingerprint
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_CONFIG = "value_config.json"

@@ -31,7 +31,7 @@ import torch
 from common.cli import ConfigError, option
 from common.store import StoreError, atomic_path, portable_path, read_jsonl
 from datagen.export import ExampleRow
-from lm.policy import vocab_fingerprint
+from lm.models import vocab_fingerprint
 from valuemodel.model import AGGREGATES, head_module
 
 IGNORE = -100.0
@@ -228,7 +228,7 @@ def frozen_features(vm, feats, cfg, progress=False):
     """What training reads. A head-only probe on a program's mean (no epochs) reads one vector per
     row (PooledFeatures: recorded where the sampler kept them, else pooled from one forward pass);
     anything else reads the frozen layers' hidden states (FrozenFeatures: a forward pass, cached)."""
-    from lm.policy import cache_root
+    from lm.models import cache_root
     cache_dir = os.path.join(cache_root(), "frozen") if cfg.cache else None
     if cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and vm.last_layers == 0 and cfg.cache:
         return PooledFeatures(vm, feats, cache_dir, use_cache=True, progress=progress)

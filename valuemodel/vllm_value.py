@@ -23,7 +23,7 @@ class VLLMValue:
     """The value model `vm` (valuemodel.ValueModel), its batch scoring served by vLLM."""
 
     def __init__(self, vm, dtype="auto", max_model_len=4096, **engine_args):
-        from lm.policy import cache_root
+        from lm.models import cache_root
         from lm.vllm_policy import make_llm
         self.vm, self.tokenizer, self.aggregate = vm, vm.tokenizer, vm.aggregate
         self.base, self.last_layers, self.logprob_weight = vm.base, vm.last_layers, vm.logprob_weight

@@ -14,8 +14,9 @@ import pytest
 
 from datagen.tree import select_forks
 from judge import load_problem
-from lm.policy import HFPolicy, SamplingParams
+from lm.policy import HFPolicy
 from lm.prompts import messages, reference_response
+from lm.sampling import SamplingParams
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")

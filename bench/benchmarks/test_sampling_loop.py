@@ -9,7 +9,9 @@ import time
 
 import torch
 
-from lm.policy import HFPolicy, SamplingParams, cpu_has_native_bf16
+from lm.models import cpu_has_native_bf16
+from lm.policy import HFPolicy
+from lm.sampling import SamplingParams
 
 POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
 ROWS, STEPS = 8, 64

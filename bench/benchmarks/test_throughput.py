@@ -21,7 +21,8 @@ import torch
 from bench.quality import sample_rows
 from engine.result import DecodeConfig
 from judge import load_dataset
-from lm.policy import HFPolicy, SamplingParams
+from lm.policy import HFPolicy
+from lm.sampling import SamplingParams
 
 POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
 ROWS = (32, 64, 128)

@@ -11,8 +11,9 @@ pytest.importorskip("vllm", reason="vLLM is not installed (optional backend: see
 
 from datagen.tree import TreeConfig, grow_tree
 from judge import load_problem
-from lm.policy import HFPolicy, SamplingParams, load_policy
+from lm.policy import HFPolicy, load_policy
 from lm.prompts import messages
+from lm.sampling import SamplingParams
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPO, "examples", "two_sum_stdio.json")
