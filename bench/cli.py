@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 
 from bench.quality import SETTINGS, STRATEGIES, run_strategy, write_report
 from common.cli import ConfigError, OneLineParser, config_from_args, dispatch
+from common.distributed import add_worker_options, check_worker_options
 from common.store import StoreError, read_json
 from engine.result import DecodeConfig
 from judge.problems import ProblemError, load_dataset, select_mbpp_splits
@@ -40,6 +41,9 @@ def cmd_quality(args):
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
         raise ConfigError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
+    check_worker_options(args)
+    if args.workers and set(strategies) - {"sample", "best_of_k"}:
+        raise ConfigError("--workers spreads sampling (the sample and best_of_k strategies); run the others without it")
     problems = [p for p in select_mbpp_splits(load_dataset(args.dataset), args.split) if p.num_tests]
     if args.limit:
         problems = problems[: args.limit]
@@ -78,15 +82,25 @@ def cmd_quality(args):
         if guided and not old.get("value_digest"):  # runs from before digests: which weights made them is unknown
             settings["value_digest"] = None
     write_json_atomic(path, settings)
-    policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
-                                needs_value=any(s in NEEDS_VALUE for s in strategies), strategy="bench quality",
-                                tensor_parallel_size=args.tensor_parallel_size)
+    policy = value = sampler = None
+    if args.workers:  # the actors sample; this process only stores rows (and ranks, with a value model)
+        from bench.quality import sample_rows_on_workers
+        options = {"spec": args.policy, "backend": args.backend, "dtype": args.dtype, "device": args.device,
+                   "tensor_parallel_size": args.tensor_parallel_size}
+
+        def sampler(todo):
+            return sample_rows_on_workers(options, todo, cfg, args.workers, args.ray, args.timeout, args.batch_rows)
+    if not args.workers or "best_of_k" in strategies:
+        policy, value = load_models(args.policy, args.value, backend=args.backend, dtype=args.dtype, device=args.device,
+                                    needs_value=any(s in NEEDS_VALUE for s in strategies), strategy="bench quality",
+                                    tensor_parallel_size=args.tensor_parallel_size)
     console = Console(stderr=True)
     with Progress(console=console, disable=not console.is_terminal) as bar:
         for strategy in strategies:
             task = bar.add_task(strategy, total=len(problems))
             run_strategy(policy, value, problems, strategy, replace(cfg, strategy=strategy),
-                         args.out, timeout=args.timeout, progress=lambda task=task: bar.advance(task), max_rows=args.batch_rows)
+                         args.out, timeout=args.timeout, progress=lambda task=task: bar.advance(task), max_rows=args.batch_rows,
+                         sampler=sampler)
             console.print(f"{strategy}: {len(problems)} problems done -> {args.out}/runs/{strategy}.jsonl")
     report(args.out, console, args.json)
 
@@ -128,6 +142,7 @@ def main(argv=None):
                    help="comma-separated, from " + ", ".join(STRATEGIES) + " (sample: only best_of_k's judged samples, no value model)")
 
     add_model_and_search_options(q)
+    add_worker_options(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")
     r.add_argument("dir")

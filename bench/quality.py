@@ -140,6 +140,28 @@ def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_B
         before, start = policy.stats.snapshot(), time.perf_counter()
 
 
+def sample_rows_on_workers(policy_options, problems, cfg, workers, address=None, timeout=JUDGE_TIMEOUT,
+                          max_rows=DEFAULT_BATCH_ROWS, on_start=None) -> Iterator[SampleRow]:
+    """sample_rows on Ray actors (common.distributed), each with its own policy replica
+    (load_policy(**policy_options)) and its own sandboxes: chunks of max_rows / k problems, so each
+    actor's batch is as full as one process's; rows come back a chunk at a time."""
+    from common.distributed import map_unordered
+    size = max(1, max_rows // cfg.k)
+    chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
+    gpus = 1 if policy_options.get("backend") == "vllm" else 0
+    for rows in map_unordered(_sampler(policy_options, cfg, timeout, max_rows), chunks, workers, address,
+                              num_gpus=gpus, on_start=on_start):
+        yield from rows
+
+
+def _sampler(policy_options, cfg, timeout, max_rows):
+    def make():  # runs in the actor, once
+        from lm.policy import load_policy
+        policy = load_policy(**policy_options)
+        return lambda problems: list(sample_rows(policy, problems, cfg, timeout, max_rows))
+    return make
+
+
 def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
     """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
     once, their weight counting the copies; the highest value at the last token wins, ties to the
@@ -175,10 +197,11 @@ def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
 
 
 def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_TIMEOUT, progress=None,
-                 max_rows=DEFAULT_BATCH_ROWS):
+                 max_rows=DEFAULT_BATCH_ROWS, sampler=None):
     """Decode and judge every problem not yet in runs/<strategy>.jsonl; append each row as it is done.
     sample and best_of_k share runs/sample.jsonl: best_of_k ranks stored samples, sampling only
-    the problems that have none yet (many problems in one batch)."""
+    the problems that have none yet (many problems in one batch, or `sampler(problems)`'s rows,
+    e.g. sample_rows_on_workers). A problem already stored is never stored again."""
     from engine.best_of_k import load_checker
     from judge import judge_many
     runs = os.path.join(out_dir, "runs")
@@ -188,8 +211,12 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_
         samples = store if strategy == "sample" else RowStore(runs, "sample.jsonl", writer=True, fields=SampleRow)
         sampled = samples.done_ids()
         todo = [p for p in problems if p.id not in sampled]
-        for row in sample_rows(policy, todo, cfg, timeout, max_rows):
+        rows = sampler(todo) if sampler else sample_rows(policy, todo, cfg, timeout, max_rows)
+        for row in rows:
+            if row["problem_id"] in sampled:  # a chunk run twice (its worker died after sending it)
+                continue
             samples.append(row)
+            sampled.add(row["problem_id"])
             if progress and strategy == "sample":
                 progress()
         if strategy == "best_of_k":

@@ -1,0 +1,112 @@
+"""Sampling spread over Ray actors (common.distributed, `bench quality --workers`): the same rows
+as one process, and every problem stored exactly once even when an actor is killed mid-run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'forkcode[ray]')")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def _sandbox_servers():
+    out = subprocess.run(["pgrep", "-f", "judge/_runner.py"], capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def _rows(out):
+    with open(os.path.join(out, "runs", "sample.jsonl")) as f:
+        return {r["problem_id"]: r for r in map(json.loads, f)}
+
+
+def test_bench_quality_on_two_workers_gives_the_rows_of_one_process(tiny_model_dir, tmp_path):
+    common = ["--dataset", "humaneval", "--limit", "4", "--strategies", "sample", "--policy", tiny_model_dir,
+              "--k", "2", "--max-new-tokens", "10", "--batch-rows", "2", "--dtype", "float32", "--json"]
+    one = _bench("quality", *common, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _bench("quality", *common, "--out", str(tmp_path / "two"), "--workers", "2")
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for pid in a:  # what may differ: the wall times (each actor times its own rows)
+        assert [c["tokens"] for c in a[pid]["candidates"]] == [c["tokens"] for c in b[pid]["candidates"]]
+        assert [c["verdict"] for c in a[pid]["candidates"]] == [c["verdict"] for c in b[pid]["candidates"]]
+        assert a[pid]["features"] == b[pid]["features"]
+
+
+def test_a_killed_actor_is_restarted_and_every_problem_stored_once(tiny_model_dir, tmp_path):
+    from bench.quality import run_strategy, sample_rows_on_workers
+    from engine.result import DecodeConfig
+    from judge import load_dataset
+    problems = load_dataset("humaneval")[:8]
+    cfg = DecodeConfig(k=2, max_new_tokens=24, strategy="sample")
+    options = {"spec": tiny_model_dir, "dtype": "float32"}
+    actors, killed = [], []
+
+    def sampler(todo):  # kills one actor's process as soon as the first row is back: mid-run
+        for i, row in enumerate(sample_rows_on_workers(options, todo, cfg, 2, max_rows=2, on_start=actors.extend)):
+            if i == 0:
+                pid = ray.get(actors[0].pid.remote())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            yield row
+
+    before = _sandbox_servers()
+    try:
+        rows = run_strategy(None, None, problems, "sample", cfg, str(tmp_path), sampler=sampler)
+    finally:
+        ray.shutdown()
+    assert killed
+    assert sorted(r["problem_id"] for r in rows) == sorted(p.id for p in problems)  # each exactly once
+    for _ in range(50):  # a dead actor's sandbox servers end when their pipe closes
+        if _sandbox_servers() <= before:
+            break
+        time.sleep(0.2)
+    assert _sandbox_servers() <= before
+
+
+def test_workers_without_ray_or_out_of_range_is_one_error_line(tmp_path, monkeypatch):
+    r = _bench("quality", "--dataset", "humaneval", "--limit", "1", "--out", str(tmp_path / "x"), "--workers", "-1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["bench: error: --workers must be >= 0, not -1"]
+    r = _bench("quality", "--dataset", "humaneval", "--limit", "1", "--out", str(tmp_path / "x"), "--workers", "2",
+               "--strategies", "tree")
+    assert r.returncode == 2 and "--workers spreads sampling" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    from common import distributed
+    from common.cli import ConfigError
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'forkcode\[ray\]'"):
+        distributed.ray_module()
+
+
+def test_an_actor_that_dies_past_its_restarts_is_one_error_and_keeps_the_rows(tiny_model_dir, tmp_path, monkeypatch):
+    from bench.quality import run_strategy, sample_rows_on_workers
+    from common import distributed
+    from engine.result import DecodeConfig
+    from judge import load_dataset
+    monkeypatch.setattr(distributed, "RESTARTS", 0)
+    problems = load_dataset("humaneval")[:6]
+    cfg = DecodeConfig(k=2, max_new_tokens=24, strategy="sample")
+    actors = []
+
+    def sampler(todo):
+        for i, row in enumerate(sample_rows_on_workers({"spec": tiny_model_dir, "dtype": "float32"}, todo, cfg, 2,
+                                                       max_rows=2, on_start=actors.extend)):
+            if i == 0:
+                os.kill(ray.get(actors[0].pid.remote()), signal.SIGKILL)
+            yield row
+    try:
+        with pytest.raises(distributed.WorkerError, match="run the same command again"):
+            run_strategy(None, None, problems, "sample", cfg, str(tmp_path), sampler=sampler)
+    finally:
+        ray.shutdown()
+    assert len(_rows(tmp_path)) >= 1  # what came back before the failure is stored
