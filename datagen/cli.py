@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
+from common.distributed import add_worker_options, check_worker_options, map_unordered
 from common.store import RowStore, write_json_atomic
 from datagen.export import LABEL_FROM, SampleRow, export, tree_stats
 from datagen.tree import TREES, TreeConfig, TreeRow, grow_tree, grow_trees, judge_tree
@@ -27,12 +28,14 @@ def cmd_build(args):
         fail(f"--batch-rows must be >= 1, not {args.batch_rows}")
     problems = select_mbpp_splits(load_dataset(args.dataset), args.split)
     indexed = [(i, p) for i, p in enumerate(problems) if p.num_tests > 0][: args.limit or None]
+    check_worker_options(args)
     store = RowStore(args.out, TREES, writer=True, fields=TreeRow)
     done = store.done_ids()
     write_json_atomic(os.path.join(args.out, "build.json"),
                       {"dataset": args.dataset, "split": args.split, "policy": args.policy, "config": vars(cfg)})
-    policy = load_policy(args.policy, args.backend, dtype=args.dtype, device=args.device,
-                         tensor_parallel_size=args.tensor_parallel_size)
+    options = {"spec": args.policy, "backend": args.backend, "dtype": args.dtype, "device": args.device,
+               "tensor_parallel_size": args.tensor_parallel_size}
+    policy = None if args.workers else load_policy(**options)
     totals = {"rollouts": 0, "passed": 0, "tokens": 0, "seconds": 0.0}
 
     def info():
@@ -45,19 +48,21 @@ def cmd_build(args):
     # the chunk being grown. A policy with no shared batch grows one tree at a time, reusing its
     # trunk's cache for the forks (grow_tree).
     todo = [(p, seed) for seed, p in indexed if p.id not in done]
-    batched = hasattr(policy, "sample_many")
+    batched = args.backend == "hf"  # HFPolicy.sample_many; vLLM batches by itself
     attempts = 1 if cfg.trunk == "reference" else cfg.retries  # a problem's rows in the trunk phase
     per_chunk = max(1, args.batch_rows // attempts) if batched else 1
     chunks = [todo[i:i + per_chunk] for i in range(0, len(todo), per_chunk)]
 
     def grow(chunk):
-        if batched:
-            return grow_trees(policy, chunk, cfg, max_rows=args.batch_rows)
-        return [grow_tree(policy, problem, cfg, problem_seed=seed) for problem, seed in chunk]
+        return grow_chunk(policy, chunk, cfg, args.batch_rows)
 
-    def finish(trees, chunk):  # runs on the judge thread while the next chunk is grown
+    def finish(trees, chunk, judged=False):  # runs on the judge thread while the next chunk is grown
         for tree, (problem, _) in zip(trees, chunk):
-            judge_tree(tree, problem, cfg)
+            if not judged:
+                judge_tree(tree, problem, cfg)
+            if tree["problem_id"] in done:  # a chunk run twice (its worker died after sending it)
+                continue
+            done.add(tree["problem_id"])
             store.append(tree)
             totals["rollouts"] += len(tree["rollouts"])
             totals["passed"] += sum(r["verdict"] == "pass" for r in tree["rollouts"])
@@ -68,6 +73,16 @@ def cmd_build(args):
                   disable=not sys.stderr.isatty()) as bar, ThreadPoolExecutor(1) as judger:
         task = bar.add_task("trees", total=len(indexed), completed=len(indexed) - len(todo), info="")
         pending = None
+        if args.workers:  # each actor grows and judges its chunks; this process stores the trees
+            start = time.perf_counter()
+            by_id = {p.id: (p, seed) for p, seed in todo}
+            for trees in map_unordered(_tree_worker(options, cfg, args.batch_rows), chunks, args.workers, args.ray,
+                                       num_gpus=0 if batched else 1):
+                totals["tokens"] += sum(t["stats"]["generated_tokens"] for t in trees)
+                totals["seconds"] = time.perf_counter() - start
+                bar.advance(task, finish(trees, [by_id[t["problem_id"]] for t in trees], judged=True))
+                bar.update(task, info=info())
+            chunks = []
         for chunk in chunks:
             start = time.perf_counter()
             trees = grow(chunk)
@@ -84,6 +99,28 @@ def cmd_build(args):
     print(json.dumps({k: stats[k] for k in ("trees", "rollouts", "pass_rate", "trunks", "generated_tokens")})
           if args.json else f"{stats['trees']} trees, {stats['rollouts']} rollouts, pass rate "
           f"{stats['pass_rate']}, trunks {stats['trunks']} -> {store.path}")
+
+
+def grow_chunk(policy, chunk, cfg, max_rows):
+    """The unjudged trees of a chunk of (problem, seed): side by side where the policy batches
+    (grow_trees), else one at a time, each reusing its trunk's cache for the forks (grow_tree)."""
+    if hasattr(policy, "sample_many"):
+        return grow_trees(policy, chunk, cfg, max_rows=max_rows)
+    return [grow_tree(policy, problem, cfg, problem_seed=seed) for problem, seed in chunk]
+
+
+def _tree_worker(policy_options, cfg, max_rows):
+    def make():  # runs in the Ray actor, once: its policy replica; it judges in its own sandboxes
+        from lm.policy import load_policy
+        policy = load_policy(**policy_options)
+
+        def run(chunk):
+            trees = grow_chunk(policy, chunk, cfg, max_rows)
+            for tree, (problem, _) in zip(trees, chunk):
+                judge_tree(tree, problem, cfg)
+            return trees
+        return run
+    return make
 
 
 def cmd_stats(args):
@@ -175,6 +212,7 @@ def main(argv=None):
     b.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
                    help="rows sampled side by side: trees grow in chunks of batch-rows / retries problems (default %(default)s)")
     add_model_options(b)
+    add_worker_options(b)
     b.add_argument("--json", action="store_true")
     s = sub.add_parser("stats", help="pass rates per problem and per fork depth, tokens, time")
     s.add_argument("dir")

@@ -110,3 +110,24 @@ def test_an_actor_that_dies_past_its_restarts_is_one_error_and_keeps_the_rows(ti
     finally:
         ray.shutdown()
     assert len(_rows(tmp_path)) >= 1  # what came back before the failure is stored
+
+
+def test_datagen_build_on_two_workers_gives_the_trees_of_one_process(tiny_model_dir, tmp_path):
+    """Seeds come from each problem's position, so trees grown on two actors (chunks of 2 problems)
+    equal those grown in one process; only their stats (times) may differ."""
+    rows = [{"problem_id": i, "question": "echo", "solutions": ["print(input())"],
+             "input_output": {"inputs": [f"{i}\n"], "outputs": [f"{i}\n"]}} for i in range(4)]
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trees = {}
+    for name, extra in (("one", []), ("two", ["--workers", "2"])):
+        out = str(tmp_path / name)
+        r = subprocess.run([sys.executable, "-m", "datagen.cli", "build", "--dataset", str(dataset), "--policy", tiny_model_dir,
+                            "--out", out, "--forks", "2", "--per-fork", "2", "--trunk", "auto", "--retries", "2",
+                            "--max-new-tokens", "16", "--batch-rows", "4", "--dtype", "float32", "--json", *extra],
+                           capture_output=True, text=True, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-2000:]
+        with open(os.path.join(out, "trees.jsonl")) as f:
+            trees[name] = {t["problem_id"]: {k: v for k, v in t.items() if k != "stats"} for t in map(json.loads, f)}
+    assert sorted(trees["one"]) == sorted(trees["two"]) == ["0", "1", "2", "3"]
+    assert trees["one"] == trees["two"]
