@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -625,3 +626,37 @@ def _other_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path = make_tiny_model(str(tmp_path / "other"), seed=1)
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_training_under_accelerate_on_two_processes_matches_one(tiny_model_dir, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): each process computes half of every step's
+    problems and the gradients are summed across them, so the losses and the trained weights are
+    one process's, up to float rounding."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    rows = _rows(16)
+    for r in rows:
+        r["tokenizer"], r["policy"] = None, tiny_model_dir
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["train", "--data", str(data), "--base", tiny_model_dir, "--last-layers", "1", "--epochs", "2",
+            "--lr", "1e-2", "--batch-size", "2", "--problems-per-step", "4", "--dtype", "float32", "--device", "cpu", "--json"]
+    env = dict(os.environ, FORKCODE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "valuemodel.cli", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # accelerate's --multi_gpu launcher starts the processes (torch.distributed.run); on a machine
+    # without GPUs each one's Accelerator(cpu=True) joins them over gloo (MULTI_CPU).
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuemodel.cli",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "MULTI_CPU" in two.stderr  # two processes ran (each logs its rank)
+    losses = [[h["loss"] for h in json.loads(r.stdout.strip().splitlines()[-1])["history"]] for r in (one, two)]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], abs=1e-5)
+    a, b = (load_file(str(tmp_path / name / "delta.safetensors")) for name in ("one", "two"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=2e-2), name  # bf16 on disk

@@ -59,10 +59,14 @@ class TrainConfig:
                                           "program (rows carry it: mean_logprob), recorded as the checkpoint's logprob_weight")
     mixed_only: bool = option(False, "train only on problems whose rows have both outcomes (all a within-problem probe "
                                      "learns from: about half the frozen cache on MBPP)")
+    problems_per_step: int = option(1, "problems (batches) whose mean loss makes one optimizer step; under `accelerate "
+                                       "launch` with N processes each computes 1/N of them (default %(default)s)")
     cache: bool = True            # compute the frozen layers once (else every step): the --no-cache option
     logging_steps: int = 10
 
     def __post_init__(self):  # before any model loads or frozen cache builds
+        if self.problems_per_step < 1:
+            raise ConfigError(f"--problems-per-step must be >= 1, not {self.problems_per_step}")
         if self.logprob_feature and (self.probe_l2 <= 0 or self.aggregate != "mean" or self.epochs):
             raise ConfigError("--logprob-feature is fitted by the probe alone on a program's mean: use --probe-l2 > 0, "
                               "--aggregate mean and --epochs 0")
@@ -359,24 +363,50 @@ def problem_batches(feats, batch_size, rng):
     return batches
 
 
-def run_epoch(vm, frozen, batches, optimizer, cfg, log=None):
+def run_epoch(vm, frozen, batches, optimizer, cfg, log=None, accelerator=None):
+    """One pass over the batches (one problem each): every optimizer step follows the mean loss of
+    cfg.problems_per_step of them. Under `accelerate launch` (an Accelerator over N processes) each
+    process computes its share of a step's batches and the gradients are summed across processes
+    (accelerate's all-reduce), so N processes take the steps one process would."""
+    n, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
     vm.model.train()
     # Over a bf16 base, the trained layers compute in bf16 too (autocast; fp32 master weights and loss).
     low = vm.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    params = [p for p in vm.model.parameters() if p.requires_grad]
     total, start = 0.0, time.perf_counter()
-    for step, indices in enumerate(batches, 1):
-        hidden, mask, labels, outcome = frozen.batch(indices)
-        with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
-            logits = vm.top_logits(hidden, mask, final=frozen.final)
-        loss = problem_loss(logits, labels, outcome, cfg.pairwise, cfg.aggregate)
+    steps = [batches[i:i + cfg.problems_per_step] for i in range(0, len(batches), cfg.problems_per_step)]
+    for step, group in enumerate(steps, 1):
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=vm.device)
+        for indices in group[rank::n]:
+            hidden, mask, labels, outcome = frozen.batch(indices)
+            with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
+                logits = vm.top_logits(hidden, mask, final=frozen.final)
+            part = problem_loss(logits, labels, outcome, cfg.pairwise, cfg.aggregate) / len(group)
+            part.backward()
+            loss += part.detach()
+        if n > 1:  # a process with no batch in this step adds zeros
+            for p in params:
+                p.grad = accelerator.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="sum")
+            loss = accelerator.reduce(loss, reduction="sum")
         optimizer.step()
         total += loss.item()
         if log and step % cfg.logging_steps == 0:
             log({"step": step, "loss": round(total / step, 5)})
     vm.model.eval()
-    return total / max(len(batches), 1), time.perf_counter() - start
+    return total / max(len(steps), 1), time.perf_counter() - start
+
+
+def distributed_accelerator(device):
+    """An accelerate Accelerator when this process is one of several (`accelerate launch
+    --num_processes N`, gloo on CPU), else None: one process needs none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    print(f"valuemodel: process {accelerator.process_index + 1} of {accelerator.num_processes} "
+          f"({accelerator.distributed_type.value})", file=sys.stderr)
+    return accelerator
 
 
 def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True, extra_path=None):
@@ -407,20 +437,25 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     rng = random.Random(cfg.seed)
     epochs = math.ceil(cfg.epochs)
     all_batches = [problem_batches(feats, cfg.batch_size, rng) for _ in range(epochs)]
-    log = (lambda entry: print(json.dumps(entry), flush=True)) if progress else None
+    accelerator = distributed_accelerator(vm.device)
+    main = accelerator is None or accelerator.is_main_process  # only it logs and writes
+    log = (lambda entry: print(json.dumps(entry), flush=True)) if progress and main else None
     for epoch in range(first_epoch, epochs):
         batches = all_batches[epoch]
         if epoch + 1 > cfg.epochs:  # a fractional last epoch
             batches = batches[:round(len(batches) * (cfg.epochs - epoch))]
-        loss, seconds = run_epoch(vm, frozen, batches, optimizer, cfg, log)
+        loss, seconds = run_epoch(vm, frozen, batches, optimizer, cfg, log, accelerator)
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 2), "batches": len(batches)})
         if log:
             log(history[-1])
         names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
         state = {"trainable": {n: p for n, p in vm.model.state_dict().items() if n in names},
                  "optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1}
-        with atomic_path(state_path) as tmp:
-            torch.save(state, tmp)
+        if main:
+            with atomic_path(state_path) as tmp:
+                torch.save(state, tmp)
+    if not main:
+        return history
     eval_loss = None
     if eval_path:
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base,
