@@ -131,3 +131,28 @@ def test_datagen_build_on_two_workers_gives_the_trees_of_one_process(tiny_model_
             trees[name] = {t["problem_id"]: {k: v for k, v in t.items() if k != "stats"} for t in map(json.loads, f)}
     assert sorted(trees["one"]) == sorted(trees["two"]) == ["0", "1", "2", "3"]
     assert trees["one"] == trees["two"]
+
+
+def test_the_probe_features_pooled_on_two_workers_equal_one_process(tiny_model_dir, tmp_path, monkeypatch):
+    """`valuemodel cv --workers 2`: rows without recorded features are pooled on Ray actors, each
+    with its own copy of the base, to the same vectors, tokens and held-out ranking."""
+    from valuemodel.model import ValueModel
+    from valuemodel.train import Spread, TrainConfig, cross_validate
+    rows = [{"problem_id": f"p{i % 5}", "example_id": f"r{i}", "policy": tiny_model_dir, "tokenizer": None,
+             "prompt_tokens": [5 + i % 5, 6, 7, 8], "response_tokens": [20 + (i * 7 + j) % 200 for j in range(5 + i % 4)],
+             "label": (i // 5) % 2, "label_start": 0, "prompt_text": "", "response_text": ""} for i in range(30)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = TrainConfig(epochs=0, probe_l2=0.3, aggregate="mean", mixed_only=True)
+    out = {}
+    try:
+        for name, spread in (("one", None), ("two", Spread(tiny_model_dir, 2, "float32"))):
+            monkeypatch.setenv("FORKCODE_CACHE", str(tmp_path / f"cache-{name}"))  # each computes every row
+            vm = ValueModel.from_base(tiny_model_dir, last_layers=0, dtype="float32", device="cpu")
+            out[name] = cross_validate(vm, str(data), cfg, folds=5, progress=False, spread=spread)
+    finally:
+        ray.shutdown()
+    assert out["one"]["feature_source"] == out["two"]["feature_source"] == "forward"
+    assert out["one"]["feature_forward_tokens"] == out["two"]["feature_forward_tokens"] > 0
+    assert out["one"]["curve"][0]["within_problem_auroc"] == pytest.approx(out["two"]["curve"][0]["within_problem_auroc"],
+                                                                           abs=1e-6)

@@ -4,6 +4,7 @@ import json
 import os
 
 from common.cli import OneLineParser, add_config_options, config_from_args, die, dispatch
+from common.distributed import add_worker_options
 from judge.problems import load_problem
 from lm.options import DEFAULT_POLICY, MODEL_HELP
 from valuemodel.model import aggregate_values
@@ -21,11 +22,12 @@ def cmd_train(args):
     for path in filter(None, (data, extra, eval_path)):
         read_rows(path)  # bad data fails here, in one line, before minutes of model loading
     cfg = train_config(args)
+    spread = spread_of(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
                               trunk_layers=args.trunk_layers)
     vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json,
-                    extra_path=extra)
+                    extra_path=extra, spread=spread)
     if args.json:
         print(json.dumps({"out": args.out, "history": history}))
         return
@@ -38,6 +40,14 @@ def training_file(path):
     if not os.path.exists(path):
         fail(f"no training data at {path}")
     return os.path.join(path, "train.jsonl") if os.path.isdir(path) else path
+
+
+def spread_of(args):
+    """--workers N: the feature pass over rows without recorded features runs on N Ray actors."""
+    from common.distributed import check_worker_options
+    from valuemodel.train import Spread
+    check_worker_options(args)
+    return Spread(args.base, args.workers, args.dtype, args.ray) if args.workers else None
 
 
 def train_config(args):
@@ -57,12 +67,13 @@ def cmd_cv(args):
     for path in filter(None, (data, extra)):
         read_rows(path)
     cfg = train_config(args)
+    spread = spread_of(args)
     vm = ValueModel.from_base(args.base, last_layers=args.last_layers, dtype=args.dtype, device=args.device,
                               trunk_layers=args.trunk_layers)
     # --seeds N: the same CV over N fold assignments (seeds cfg.seed, cfg.seed + 1, ...), whose spread
     # says how much of a difference between two settings is the folds' luck.
     reports = [cross_validate(vm, data, dataclasses.replace(cfg, seed=cfg.seed + s), folds=args.folds,
-                              progress=not args.json, extra_path=extra) for s in range(args.seeds)]
+                              progress=not args.json, extra_path=extra, spread=spread) for s in range(args.seeds)]
     summary = {}
     for key in ("within_problem_auroc", "gap_closed"):
         per_epoch = zip(*[[r[key] for r in report["curve"]] for report in reports])
@@ -157,6 +168,7 @@ def main(argv=None):
                        help="keep only the first N decoder layers of the base: the head reads the hidden state after "
                             "layer N (a cheaper critic; choose N with `python -m research.layer_probe cv`; default: all)")
         add_config_options(p, TrainConfig, exclude=("cache", "logging_steps"))
+        add_worker_options(p)
         p.add_argument("--no-cache", action="store_true",
                        help="recompute the frozen layers every step instead of once (cached in $FORKCODE_CACHE/frozen)")
     c.add_argument("--folds", type=int, default=5, help="folds, split by problem (default 5)")

@@ -183,6 +183,51 @@ def problem_loss(logits, labels, outcome, pairwise, aggregate="last"):
     return loss
 
 
+@dataclass
+class Spread:
+    """Where PooledFeatures' forward pass runs: `workers` Ray actors (common.distributed), each with
+    its own copy of the base (`base`, a model spec, in `dtype`), on a local cluster or at `address`."""
+    base: str
+    workers: int
+    dtype: str = "auto"
+    address: str | None = None
+
+
+def pooled_on_workers(spread, trunk_layers, feats, cache_dir):
+    """(each row's pooled feature, forward tokens) as FrozenFeatures computes them, with the rows'
+    prompt groups spread over Ray actors in chunks of about 64 rows."""
+    from common.distributed import map_unordered
+    groups = defaultdict(list)
+    for i, f in enumerate(feats):
+        groups[tuple(f["input_ids"][:f["n_prompt"]])].append(i)
+    chunks, chunk = [], []
+    for members in groups.values():
+        chunk += members
+        if len(chunk) >= 64:
+            chunks, chunk = chunks + [chunk], []
+    chunks += [chunk] if chunk else []
+    vectors, tokens = [None] * len(feats), 0
+    work = [[(i, feats[i]) for i in c] for c in chunks]
+    for indices, pooled, fed in map_unordered(_pooling_worker(spread, trunk_layers, cache_dir), work, spread.workers,
+                                              spread.address):
+        for i, v in zip(indices, pooled):
+            vectors[i] = v
+        tokens += fed
+    return vectors, tokens
+
+
+def _pooling_worker(spread, trunk_layers, cache_dir):
+    def make():  # runs in the Ray actor, once: its copy of the base
+        from valuemodel.model import ValueModel
+        vm = ValueModel.from_base(spread.base, last_layers=0, dtype=spread.dtype, trunk_layers=trunk_layers)
+
+        def run(pairs):
+            frozen = FrozenFeatures(vm, [f for _, f in pairs], cache_dir)
+            return [i for i, _ in pairs], [frozen.pooled(j, "mean") for j in range(len(pairs))], frozen.forward_tokens
+        return run
+    return make
+
+
 class PooledFeatures:
     """Each row's program feature, all a head-only probe on a program's mean reads: the mean of its
     final hidden states over its tokens. A row the sampler recorded it for (lm.features), made by
@@ -190,7 +235,7 @@ class PooledFeatures:
     (FrozenFeatures, cached on disk) and keep only their mean. `forward_tokens` counts what ran."""
     final = True
 
-    def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False):
+    def __init__(self, vm, feats, cache_dir=None, use_cache=True, progress=False, spread=None):
         from lm.features import decode_features
         self.feats = feats
         heads = {}  # the base check once per distinct source, not once per row
@@ -208,7 +253,13 @@ class PooledFeatures:
         self.recorded = sum(v is not None for v in vectors)
         rest = [i for i, v in enumerate(vectors) if v is None]
         self.forward_tokens, self.build_seconds = 0, 0.0
-        if rest:
+        start = time.perf_counter()
+        if rest and spread:
+            pooled, self.forward_tokens = pooled_on_workers(spread, vm.trunk_layers, [feats[i] for i in rest], cache_dir)
+            for i, v in zip(rest, pooled):
+                vectors[i] = v
+            self.build_seconds = time.perf_counter() - start
+        elif rest:
             frozen = FrozenFeatures(vm, [feats[i] for i in rest], cache_dir, use_cache, progress)
             for j, i in enumerate(rest):
                 vectors[i] = frozen.pooled(j, "mean")
@@ -228,14 +279,23 @@ class PooledFeatures:
         return self.vectors[i]
 
 
-def frozen_features(vm, feats, cfg, progress=False):
+def pools_features(vm, cfg):
+    """Whether training reads one vector per row: a head-only probe on a program's mean, no epochs."""
+    return cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and vm.last_layers == 0 and cfg.cache
+
+
+def frozen_features(vm, feats, cfg, progress=False, spread=None):
     """What training reads. A head-only probe on a program's mean (no epochs) reads one vector per
-    row (PooledFeatures: recorded where the sampler kept them, else pooled from one forward pass);
-    anything else reads the frozen layers' hidden states (FrozenFeatures: a forward pass, cached)."""
+    row (PooledFeatures: recorded where the sampler kept them, else pooled from one forward pass,
+    spread over Ray actors with `spread`); anything else reads the frozen layers' hidden states
+    (FrozenFeatures: a forward pass, cached)."""
     from lm.models import cache_root
     cache_dir = os.path.join(cache_root(), "frozen") if cfg.cache else None
-    if cfg.probe_l2 > 0 and not cfg.epochs and cfg.aggregate == "mean" and vm.last_layers == 0 and cfg.cache:
-        return PooledFeatures(vm, feats, cache_dir, use_cache=True, progress=progress)
+    if pools_features(vm, cfg):
+        return PooledFeatures(vm, feats, cache_dir, use_cache=True, progress=progress, spread=spread)
+    if spread:
+        raise ConfigError("--workers spreads the feature pass of a head-only probe (--last-layers 0 --probe-l2 > 0 "
+                          "--epochs 0 --aggregate mean); train layers with `accelerate launch` instead")
     return FrozenFeatures(vm, feats, cache_dir, use_cache=cfg.cache, progress=progress)
 
 
@@ -409,7 +469,7 @@ def distributed_accelerator(device):
     return accelerator
 
 
-def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True, extra_path=None):
+def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progress=True, extra_path=None, spread=None):
     """Train vm's head and last layers on an export's rows (and extra_path's after them); saves the
     delta (bf16) to out_dir."""
     cfg = cfg or TrainConfig()
@@ -423,7 +483,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     os.makedirs(out_dir, exist_ok=True)
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
-    frozen = frozen_features(vm, feats, cfg, progress)
+    frozen = frozen_features(vm, feats, cfg, progress, spread)
     params = [p for p in vm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, first_epoch = [], 0
@@ -589,7 +649,7 @@ def final_logits(vm, frozen, indices, aggregate="last", batch_size=16):
     return out
 
 
-def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
+def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None, spread=None):
     """Grouped k-fold cross-validation over the training problems (no problem is in two folds):
     for every epoch, the held-out folds' within-problem AUROC and value-picked pass@1 against the
     random pick and the oracle. It chooses epochs, lr or the loss mix from training data alone,
@@ -605,7 +665,7 @@ def cross_validate(vm, data_path, cfg, folds=5, progress=True, extra_path=None):
     random.Random(cfg.seed).shuffle(problems)
     fold_of = {p: i % folds for i, p in enumerate(problems)}
     vm.upcast_trainable()
-    frozen = frozen_features(vm, feats, cfg, progress)
+    frozen = frozen_features(vm, feats, cfg, progress, spread)
     names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
     initial = {n: p.detach().clone() for n, p in vm.model.state_dict().items() if n in names}
     epochs = math.ceil(cfg.epochs)
