@@ -5,8 +5,8 @@
 Checks, each printed as PASS/FAIL with its numbers: fork sampling from one KV cache equals
 recomputing (fp32 and bf16 on CUDA), teacher forcing agrees with sampling log-probs, the
 incremental value scorer equals the full forward, a bf16 training step trains only the head and
-last layers, best_of_k / beam / tree run on CUDA in bf16, and batched fork throughput on a
-mid-size random model.
+last layers, best_of_k / beam / tree run on CUDA in bf16, batched fork throughput on a mid-size
+random model, and (with Ray and vLLM installed) sampling on a Ray actor with a vLLM replica.
 """
 
 import json
@@ -30,6 +30,28 @@ from valuemodel.model import ValueModel, trainable_names
 from valuemodel.train import TrainConfig, train
 
 results = []
+
+
+def ray_vllm(model_dir):
+    """The Ray path on a GPU node: bench quality --workers 1 --backend vllm runs one vLLM replica in a
+    Ray actor holding one GPU, and every problem is stored once."""
+    import importlib.util
+    import subprocess
+    if not (importlib.util.find_spec("ray") and importlib.util.find_spec("vllm")):
+        check("ray + vllm sampling: skipped (pip install 'forkcode[ray,vllm]')", True)
+        return
+    with tempfile.TemporaryDirectory() as out:
+        r = subprocess.run([sys.executable, "-m", "bench.cli", "quality", "--dataset", "humaneval", "--limit", "4",
+                            "--strategies", "sample", "--k", "2", "--max-new-tokens", "32", "--policy", model_dir,
+                            "--backend", "vllm", "--workers", "1", "--out", out, "--json"],
+                           capture_output=True, text=True, cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        ids = []
+        if os.path.exists(os.path.join(out, "runs", "sample.jsonl")):
+            with open(os.path.join(out, "runs", "sample.jsonl")) as f:
+                ids = [json.loads(line)["problem_id"] for line in f]
+        check("bench quality --workers 1 --backend vllm (a Ray actor with one GPU)",
+              r.returncode == 0 and sorted(ids) == sorted(set(ids)) and len(ids) == 4, rows=len(ids),
+              error=r.stderr.strip().splitlines()[-1][:300] if r.returncode else "")
 
 
 def check(name, ok, **numbers):
@@ -137,6 +159,7 @@ def main():
     n = sum(len(c.tokens) for g in groups for c in g)
     check("6x6 forks x 256 tokens, 135M-size random Phi-3, bf16 cuda", n == 36 * 256, tokens=n,
           seconds=round(dt, 2), tokens_per_s=round(n / dt))
+    ray_vllm(tiny)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "gpu_check.json"), "w") as f:
