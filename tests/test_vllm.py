@@ -30,7 +30,7 @@ def policies():
     # In-process engine: no worker process to spawn from inside pytest.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     vllm_policy = load_policy("smollm2", "vllm", dtype="float32", max_model_len=2048)
-    return vllm_policy, HFPolicy("smollm2")
+    return vllm_policy, HFPolicy("smollm2", dtype="float32")  # like with like: fp32 on both sides, on any CPU
 
 
 @pytest.fixture(scope="module")
