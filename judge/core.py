@@ -149,3 +149,34 @@ def loads_many(programs, **options):
     No test is run, so this needs nothing but the program; one that fails here fails every test of
     its problem. (Not for `call` problems: the judge gives their modules names APPS starters assume.)"""
     return [v.verdict == "pass" for v in judge_many([(p, _IMPORT_ONLY) for p in programs], **options)]
+
+
+# Marks the line a call's value is printed on: a program's own prints at import come before it.
+_OUTPUT_MARK = "\x1eforkcode-output\x1e"
+
+
+def call_outputs(program, calls, *, timeout=JUDGE_TIMEOUT, limits=None):
+    """What each call expression (e.g. "add(2, 3)") gives, run in the program's namespace in the
+    sandbox, each in a fresh process under the judge's limits: the repr of its value, or the way it
+    failed ("error: TypeError", "timeout", "memory_limit", "output_limit", "compile_error"). A
+    program that hangs or floods its output costs at most the limits, as when it is judged."""
+    limits = limits or Limits()
+    if not calls:
+        return []
+    if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
+        return ["compile_error"] * len(calls)
+    probe = Problem(id="calls", question="", kind="assert", tests=[f"print({_OUTPUT_MARK!r} + repr({c}))\n" for c in calls])
+    header, raws = run_job(program, "assert", probe.tests, timeout=timeout, limits=limits)
+    if "compile_error" in header:
+        return ["compile_error"] * len(calls)
+    out = ["timeout"] * len(calls)  # the calls after a timeout do not run
+    for raw in raws:
+        result = _classify(raw, probe, raw["i"], "strict", limits)
+        exc = (raw.get("status") or {}).get("exc")
+        if result.status == "pass" and _OUTPUT_MARK in raw["stdout"]:
+            out[raw["i"]] = raw["stdout"].rsplit(_OUTPUT_MARK, 1)[1].rstrip("\n")
+        elif result.status in ("runtime_error", "wrong_answer"):
+            out[raw["i"]] = f"error: {exc or 'exit'}"
+        else:
+            out[raw["i"]] = result.status
+    return out

@@ -347,3 +347,49 @@ def test_dedupe_drops_overlaps_with_held_out_problems_and_failing_references(tmp
     same_task = Problem(id="leetcode/other", question="another release of the same task", kind="assert", tests=["pass\n"])
     kept, report = clean(str(src), [same_task])
     assert kept == rows[:2] and report["dropped_overlap"] == {"leetcode/other": ["leetcode/other"]}
+
+
+def test_statement_examples_on_real_statement_shapes():
+    from judge.examples import Example, same_answer, statement_examples
+    doc = Problem(id="h", question='def f(a, b):\n    """Add.\n    >>> f(1, 2)\n    3\n    >>> f([1],\n    ... [2])\n    [1, 2]\n'
+                                   '    >>> f(0, 0)\n\n    f(2, 2) ==> 4\n    f(5, 5) -> 5 + 5 = 10\n'
+                                   '    For a = 1, b = 3 the output should be 4.\n    f(n) = n + n, if n is even\n    """\n',
+                  kind="assert", tests=["pass"], fn_name="f")
+    assert statement_examples(doc) == [Example("f(1, 2)", "3"), Example("f([1],\n[2])", "[1, 2]"), Example("f(0, 0)", "None"),
+                                       Example("f(2, 2)", "4"), Example("f(5, 5)", "10"), Example("f(a = 1, b = 3)", "4")]
+    leetcode = Problem(id="l", question="Example 1:\nInput: nums = [2,7,11,15], target = 9\nOutput: [0,1]\n", kind="assert",
+                       tests=["pass"], fn_name="Solution().twoSum")
+    assert statement_examples(leetcode) == [Example("twoSum(nums = [2,7,11,15], target = 9)", "[0,1]")]
+    stdio = Problem(id="s", question="Sum two numbers.\n\nExample Input\n1 2\nExample Output\n3\n\nSample Input 2:\n5 5\n"
+                                     "Sample Output 2:\n10\n", kind="stdio", inputs=["1 2\n"], outputs=["3\n"])
+    assert statement_examples(stdio) == [Example("1 2\n", "3\n"), Example("5 5\n", "10\n")]
+    assert statement_examples(Problem(id="n", question="No examples here.", kind="assert", tests=["pass"], fn_name="g")) == []
+    assert same_answer("(1, 2)", "[1, 2]") and same_answer("0.30000000000000004", "0.3") and not same_answer("1", "True")
+    assert same_answer("'ab'", '"ab"') and not same_answer("'ab'", "'ba'")
+
+
+def test_humaneval_statements_yield_examples_for_most_problems():
+    """A count over the real statements, so a parser change that loses them shows."""
+    from judge.examples import statement_examples
+    problems = load_dataset("humaneval")
+    found = {p.id: statement_examples(p) for p in problems}
+    assert sum(bool(e) for e in found.values()) >= 145
+    assert found["HumanEval/0"][0].given == "has_close_elements([1.0, 2.0, 3.0], 0.5)" and found["HumanEval/0"][0].expected == "False"
+
+
+def test_call_outputs_of_plain_and_hostile_programs():
+    """Each call runs in its own sandboxed process under the judge's limits: a hang or a flood costs
+    at most them, and a program's own prints never pass for a value."""
+    import time
+
+    from judge import call_outputs
+    good = "print('loading')\ndef f(x):\n    return [x, x * 2]\n"
+    assert call_outputs(good, ["f(2)", "f('a')", "f(None) + 1", "g(1)"]) == ["[2, 4]", "['a', 'aa']", "error: TypeError",
+                                                                           "error: NameError"]
+    start = time.perf_counter()
+    assert call_outputs("def f(x):\n    while True:\n        pass\n", ["f(1)", "f(2)"], timeout=1.0) == ["timeout", "timeout"]
+    assert time.perf_counter() - start < 10
+    assert call_outputs("def f(x):\n    print('x' * 10**8)\n", ["f(1)"], timeout=2.0) == ["output_limit"]
+    assert call_outputs("def f(x):\n    return bytearray(10**10)\n", ["f(1)"]) == ["memory_limit"]
+    assert call_outputs("def f(:\n", ["f(1)"]) == ["compile_error"]
+    assert call_outputs(good, []) == []
