@@ -507,3 +507,21 @@ def test_growing_cache_holds_what_dynamic_cache_holds():
         layer.keys, layer.values = layer.keys[:, :, 4:], layer.values[:, :, 4:]
     append(1, 2)
     assert grow.get_seq_length() == plain.get_seq_length() == 5 + ROOM + 3 + 2 - 4
+
+
+def test_execution_rankers_pick_by_examples_agreement_and_value():
+    from engine.select import Evidence, agreement, best, evidence, pick_pass_rate
+    from judge.examples import Example
+    examples = [Example("f(1)", "2"), Example("f(2)", "4")]
+    cands = [evidence(0.9, ["3", "5"], examples), evidence(0.2, ["2", "4"], examples, weight=2),
+             evidence(0.5, ["2", "5"], examples), evidence(0.8, ["error: TypeError", "timeout"], examples),
+             evidence(None, ["2", "4"], examples)]
+    assert [c.examples_passed for c in cands] == [0, 2, 1, 0, 2]
+    assert agreement(cands) == [1, 3, 1, 0, 3]  # a program failing on every input agrees with nothing
+    passed = [False, True, False, False, True]
+    assert best(cands, "value") == [0] and pick_pass_rate(cands, passed, "value") == 0.0
+    assert best(cands, "examples") == [1, 4] and pick_pass_rate(cands, passed, "examples") == 1.0
+    assert best(cands, "examples+value") == [1]  # a missing value sorts last
+    assert best(cands, "agreement") == [1, 4]
+    assert pick_pass_rate([Evidence(0.5, 0, ("1",), 3), Evidence(0.5, 0, ("2",), 1)], [True, False], "value") == 0.75
+    assert agreement([Evidence(0.1, 0, (), 1)]) == [0]  # no input to run: no agreement
