@@ -87,7 +87,22 @@ NAMES = {"random": "random pick (exact expectation)", "value": "critic alone (va
          "examples+agreement+value": "combined: examples, then agreement, then the critic", "oracle": "oracle (pass@k)"}
 
 
-def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir):
+COMPARED = [("examples+agreement+value", "value"), ("examples+agreement+value", "examples"), ("examples+value", "examples")]
+
+
+def paired(rows):
+    """Per pair of rankers, the mean per-problem difference of their picks' pass chance, with a
+    bootstrap interval over problems (the same problems resampled for both)."""
+    out = {}
+    for a, b in COMPARED:
+        diffs = [x - y for x, y in zip(rows[a], rows[b])]
+        lo, hi = bootstrap(diffs, lambda s: sum(s) / len(s))
+        out[f"{a} - {b}"] = {"difference": sum(diffs) / len(diffs), "ci95": [lo, hi],
+                             "problems_better": sum(d > 0 for d in diffs), "problems_worse": sum(d < 0 for d in diffs)}
+    return out
+
+
+def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir, pairs=None):
     lines = [f"# Execution evidence beside the critic: {problems} problems\n",
              f"Samples `{samples_dir}`, critic values from `{ranking_dir}`. {with_examples} of {problems} statements show "
              "at least one example that parses (judge.examples); the others are ranked by whatever else the ranker reads. "
@@ -97,6 +112,11 @@ def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir):
         r = table[name]
         lines.append(f"| {NAMES[name]} | {r['pass@1']:.1%} | [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | "
                      f"{r['gain_over_random']:+.1%} | {r['gap_closed']:.0%} |")
+    if pairs:
+        lines += ["", "| paired difference | points | 95% interval | problems better / worse |", "|---|---|---|---|"]
+        for name, d in pairs.items():
+            lines.append(f"| {name} | {100 * d['difference']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] | "
+                         f"{d['problems_better']} / {d['problems_worse']} |")
     lines.append(f"\nCost: {cost['programs']} distinct programs, {cost['sandbox_runs']} sandbox runs "
                  f"({cost['sandbox_runs_per_problem']:.1f} per problem), {cost['seconds']} s on {cost['workers']} workers.\n")
     return "\n".join(lines)
@@ -111,13 +131,14 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     rows, cost, with_examples, problems = run(args.samples, args.ranking, args.dataset, args.workers)
-    table = summarize(rows)
+    table, pairs = summarize(rows), paired(rows)
     os.makedirs(args.out, exist_ok=True)
-    write_json_atomic(os.path.join(args.out, "rankers.json"), {"table": table, "cost": cost, "with_examples": with_examples,
-                                                                "problems": problems, "per_problem": rows})
-    write_text_atomic(os.path.join(args.out, "report.md"),
-                      markdown(table, cost, with_examples, problems, args.samples, args.ranking))
-    print(markdown(table, cost, with_examples, problems, args.samples, args.ranking))
+    write_json_atomic(os.path.join(args.out, "rankers.json"), {"table": table, "paired": pairs, "cost": cost,
+                                                                "with_examples": with_examples, "problems": problems,
+                                                                "per_problem": rows})
+    report = markdown(table, cost, with_examples, problems, args.samples, args.ranking, pairs)
+    write_text_atomic(os.path.join(args.out, "report.md"), report)
+    print(report)
     return 0
 
 
