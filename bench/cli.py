@@ -61,7 +61,7 @@ def cmd_quality(args):
             s = {k: v for k, v in s.items() if k not in free}
             # The tree's "chunk" (tokens between checks) went with the batched engine (one token a step);
             # the load check changes only best_of_k's pick (checked below).
-            decode = {k: v for k, v in s.get("decode", {}).items() if k not in ("chunk", "load_check")}
+            decode = {k: v for k, v in s.get("decode", {}).items() if k not in ("chunk", "load_check", "select")}
             return {**s, "decode": decode,
                     "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
         if same(old) != same(settings):
@@ -72,6 +72,9 @@ def cmd_quality(args):
         if "best_of_k" in guided and checked != cfg.load_check and any(map(load_checked, problems)):
             raise ConfigError(f"{args.out} holds best_of_k runs made {'with' if checked else 'without'} the load check; "
                               f"use a new --out or {'--load-check' if checked else '--no-load-check'}")
+        if "best_of_k" in guided and old.get("decode", {}).get("select", "value") != cfg.select:
+            raise ConfigError(f"{args.out} holds best_of_k runs picked with --select "
+                              f"{old.get('decode', {}).get('select', 'value')}; use a new --out")
         if old.get("value") != settings["value"] and guided:
             raise ConfigError(f"{args.out} holds {', '.join(guided)} runs made with value model {old.get('value')}; "
                              "use a new --out (its runs/sample.jsonl can be copied there and reused)")

@@ -41,6 +41,8 @@ class RunCandidate(_RunCandidateKeys, total=False):
     finish: str
     mean_logprob: float | None
     loads: bool | None     # the load check's verdict (best_of_k with --load-check): the program imports
+    examples_passed: int   # --select: the statement's examples it reproduces
+    agreement: int         # --select: samples with its outputs on those examples' inputs
 
 
 class _RunKeys(TypedDict):
@@ -162,11 +164,12 @@ def _sampler(policy_options, cfg, timeout, max_rows):
     return make
 
 
-def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
+def rank_samples(value, row: SampleRow, loads=None, problem=None, select="value") -> RunRow:
     """best_of_k on stored samples, with engine.best_of_k's own ranking (identical programs scored
     once, their weight counting the copies; the highest value at the last token wins, ties to the
     earlier sample; with `loads`, engine.best_of_k.load_checker's, programs that fail to import come
-    last). Cost = the samples' plus the value pass (and the load check)."""
+    last; with `select` other than value, engine.select.rerank's order on `problem`'s statement
+    examples). Cost = the samples' plus the value pass (and the load check, and the sandbox runs)."""
     from engine.best_of_k import rank_candidates
     from engine.result import Candidate
     from lm.features import decode_features
@@ -182,18 +185,24 @@ def rank_samples(value, row: SampleRow, loads=None) -> RunRow:
                              [Candidate(s["program"], s["text"], s["tokens"], None, s["finish"], mean_logprob=s["mean_logprob"],
                                         features=f) for s, f in zip(row["candidates"], features)],
                              loads=loads, feature_source=row.get("features"))
+    runs = 0
+    if select != "value":
+        from engine.select import rerank
+        ranked, runs = rerank(problem, ranked, select)
     seconds = time.perf_counter() - start
     wall = {**row["stats"]["wall_s"], "value": round(seconds, 4)}
     wall["total"] = round(wall.get("sample", 0.0) + seconds, 4)
     stats = {**row["stats"], "value_tokens": value.tokens_scored - before, "wall_s": wall,
-             "unique_programs": len(ranked)}
+             "unique_programs": len(ranked), **({"sandbox_runs": runs} if runs else {})}
     best = stored[ranked[0].program]
     return {"problem_id": row["problem_id"], "strategy": "best_of_k", "passed": best["passed"],
             "verdict": best["verdict"], "value": ranked[0].value, "stats": stats,
             "candidates": [{"value": c.value, "passed": stored[c.program]["passed"], "verdict": stored[c.program]["verdict"],
                             "weight": 1 + c.duplicates, "tokens": len(c.tokens), "finish": c.finish_reason,
                             "mean_logprob": stored[c.program]["mean_logprob"],
-                            **({} if c.loads is None else {"loads": c.loads})} for c in ranked]}
+                            **({} if c.loads is None else {"loads": c.loads}),
+                            **({} if c.examples_passed is None else {"examples_passed": c.examples_passed,
+                                                                    "agreement": c.agreement})} for c in ranked]}
 
 
 def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_TIMEOUT, progress=None,
@@ -223,7 +232,7 @@ def run_strategy(policy, value, problems, strategy, cfg, out_dir, timeout=JUDGE_
             rows = {r["problem_id"]: r for r in samples.rows()}
             for problem in problems:
                 if problem.id not in done:
-                    store.append(rank_samples(value, rows[problem.id], load_checker(problem, cfg)))
+                    store.append(rank_samples(value, rows[problem.id], load_checker(problem, cfg), problem, cfg.select))
                 if progress:
                     progress()
         elif progress:

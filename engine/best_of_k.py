@@ -74,5 +74,9 @@ def best_of_k(policy, value, problem, cfg):
         prompt, candidates = sample_candidates(policy, problem, cfg, cfg.k, cfg.temperature)
     with stats.phase("value"):
         ranked = rank_candidates(value, prompt, candidates, cfg.dedupe, load_checker(problem, cfg))
+    if cfg.select != "value":
+        from engine.select import rerank
+        with stats.phase("select"):
+            ranked, stats.extra["sandbox_runs"] = rerank(problem, ranked, cfg.select)
     stats.extra["unique_programs"] = len(ranked)
     return DecodeResult("best_of_k", ranked[0].program, ranked[0].value, ranked, stats.as_dict())

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from common.cli import ConfigError, option
+from engine.select import RANKERS
 from lm.prompts import DEFAULT_FRAMING, FRAMINGS, PROMPT_OPTION
 
 
@@ -52,8 +53,13 @@ class DecodeConfig:
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
     load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
                                     "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
+    select: str = option("value", "best_of_k: how to pick: value (the critic alone, default), or with the examples of the "
+                                  "statement run in the sandbox: examples+value, examples, agreement, "
+                                  "examples+agreement+value", choices=tuple(RANKERS))
 
     def __post_init__(self):
+        if self.select not in RANKERS:
+            raise ConfigError(f"select must be one of {', '.join(RANKERS)}, not {self.select!r}")
         if self.prompt not in FRAMINGS:
             raise ConfigError(f"prompt must be one of {', '.join(FRAMINGS)}, not {self.prompt!r}")
         if not (self.step == "line" or str(self.step).isdigit() and int(self.step) > 0):
@@ -82,6 +88,8 @@ class Candidate:
     mean_logprob: float | None = None  # their mean, where only it is kept (stored samples)
     loads: bool | None = None    # the load check: whether the program imports (None: not run)
     features: object = None      # the critic's features recorded while sampling (lm.features), if any
+    examples_passed: int | None = None  # --select: the statement's examples it reproduces (None: not run)
+    agreement: int | None = None        # --select: samples giving its outputs on those examples' inputs
 
 
 @dataclass

@@ -5,7 +5,8 @@ evidence to a sort key; the pick is a candidate with the best key (ties: any of 
 
 from dataclasses import dataclass
 
-from judge.examples import same_answer
+from judge.examples import same_answer, statement_examples
+from judge.sandbox import JUDGE_TIMEOUT
 
 
 @dataclass
@@ -63,3 +64,40 @@ def pick_pass_rate(candidates, passed, ranker):
     tied = best(candidates, ranker)
     weight = sum(candidates[i].weight for i in tied)
     return sum(candidates[i].weight * passed[i] for i in tied) / weight
+
+
+def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT):
+    """Each candidate's Evidence (its value, the statement's examples it reproduces, its outputs on
+    their inputs), and the sandbox runs it took. Function problems run each example's call in the
+    program's namespace (judge.call_outputs); stdin problems are judged on the examples as tests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from judge import Problem, call_outputs, judge
+    examples = statement_examples(problem)
+    if not examples:
+        return [Evidence(c.value, 0, (), 1 + c.duplicates) for c in candidates], 0
+    if problem.kind == "stdio":
+        shown = Problem(id=problem.id, question="", kind="stdio", inputs=[e.given for e in examples],
+                        outputs=[e.expected for e in examples])
+        with ThreadPoolExecutor(2) as pool:
+            verdicts = list(pool.map(lambda c: judge(c.program, shown, timeout=timeout), candidates))
+        return [Evidence(c.value, v.passed, tuple(t.status for t in v.tests), 1 + c.duplicates)
+                for c, v in zip(candidates, verdicts)], len(examples) * len(candidates)
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(lambda c: call_outputs(c.program, [e.given for e in examples], timeout=timeout),
+                                candidates))
+    return [evidence(c.value, out, examples, 1 + c.duplicates) for c, out in zip(candidates, outputs)], \
+        len(examples) * len(candidates)
+
+
+def rerank(problem, candidates, ranker, timeout=JUDGE_TIMEOUT):
+    """The candidates (best first by value) ordered by the ranker's key, each with the examples it
+    reproduces and its agreement recorded; ties keep their order. Returns (candidates, sandbox runs)."""
+    if ranker == "value":
+        return candidates, 0
+    found, runs = execution_evidence(problem, candidates, timeout)
+    agree = agreement(found)
+    for c, e, a in zip(candidates, found, agree):
+        c.examples_passed, c.agreement = e.examples_passed, a
+    keys = {id(c): RANKERS[ranker](e, a) for c, e, a in zip(candidates, found, agree)}
+    return sorted(candidates, key=lambda c: keys[id(c)], reverse=True), runs

@@ -31,9 +31,22 @@ def statement_examples(problem: Problem) -> list[Example]:
         name = problem.fn_name.split(".")[-1]  # Solution().twoSum -> twoSum
         found = (_doctest_examples(problem.question, name) + _inline_examples(problem.question, name)
                  + _named_examples(problem.question, name))
+        callee = _callee(problem, name)
+        found = [Example(callee + e.given[len(name):], e.expected) for e in found]
     else:
         found = []
     return list(dict.fromkeys(found))
+
+
+def _callee(problem, name):
+    """How a call of the entry point is written in the program's namespace: the function itself, a
+    method of a fresh Solution() (LeetCode's Solution().twoSum), or for APPS call problems whichever
+    the program defines (the judge resolves it the same way)."""
+    if "." in problem.fn_name:
+        return problem.fn_name
+    if problem.kind == "call":
+        return f"(Solution().{name} if isinstance(globals().get('Solution'), type) else {name})"
+    return name
 
 
 def _is_expression(text):

@@ -525,3 +525,35 @@ def test_execution_rankers_pick_by_examples_agreement_and_value():
     assert best(cands, "agreement") == [1, 4]
     assert pick_pass_rate([Evidence(0.5, 0, ("1",), 3), Evidence(0.5, 0, ("2",), 1)], [True, False], "value") == 0.75
     assert agreement([Evidence(0.1, 0, (), 1)]) == [0]  # no input to run: no agreement
+
+
+def test_best_of_k_select_reranks_by_the_statement_examples(tiny_policy):
+    """--select examples+value: a candidate that reproduces the statement's examples outranks a
+    higher-valued one that does not, and the sandbox runs are counted."""
+    from engine.result import Candidate
+    from engine.select import rerank
+    from judge import Problem
+    problem = Problem(id="p", question='def double(x):\n    """Twice x.\n    >>> double(2)\n    4\n    """\n', kind="assert",
+                      tests=["assert double(3) == 6"], fn_name="double")
+    right = Candidate("def double(x):\n    return 2 * x\n", "", [1], 0.2, "eos")
+    wrong = Candidate("def double(x):\n    return x + 1\n", "", [1], 0.9, "eos", duplicates=1)
+    ranked, runs = rerank(problem, [wrong, right], "examples+value")
+    assert [c.program for c in ranked] == [right.program, wrong.program] and runs == 2
+    assert (right.examples_passed, right.agreement, wrong.examples_passed, wrong.agreement) == (1, 1, 0, 2)
+    assert rerank(problem, [wrong, right], "value") == ([wrong, right], 0)
+    cfg = DecodeConfig(select="examples+value")
+    assert cfg.select == "examples+value"
+    with pytest.raises(Exception, match="select must be one of"):
+        DecodeConfig(select="vote")
+
+
+def test_select_on_a_stdin_problem_judges_the_statement_examples():
+    from engine.result import Candidate
+    from engine.select import rerank
+    from judge import Problem
+    problem = Problem(id="s", question="Print the sum.\n\nExample Input\n1 2\nExample Output\n3\n", kind="stdio",
+                      inputs=["5 5\n"], outputs=["10\n"])
+    right = Candidate("a, b = map(int, input().split())\nprint(a + b)\n", "", [1], 0.1, "eos")
+    wrong = Candidate("print(0)\n", "", [1], 0.9, "eos")
+    ranked, runs = rerank(problem, [wrong, right], "examples+value")
+    assert ranked[0] is right and runs == 2 and (right.examples_passed, wrong.examples_passed) == (1, 0)

@@ -359,7 +359,7 @@ def test_statement_examples_on_real_statement_shapes():
                                        Example("f(2, 2)", "4"), Example("f(5, 5)", "10"), Example("f(a = 1, b = 3)", "4")]
     leetcode = Problem(id="l", question="Example 1:\nInput: nums = [2,7,11,15], target = 9\nOutput: [0,1]\n", kind="assert",
                        tests=["pass"], fn_name="Solution().twoSum")
-    assert statement_examples(leetcode) == [Example("twoSum(nums = [2,7,11,15], target = 9)", "[0,1]")]
+    assert statement_examples(leetcode) == [Example("Solution().twoSum(nums = [2,7,11,15], target = 9)", "[0,1]")]
     stdio = Problem(id="s", question="Sum two numbers.\n\nExample Input\n1 2\nExample Output\n3\n\nSample Input 2:\n5 5\n"
                                      "Sample Output 2:\n10\n", kind="stdio", inputs=["1 2\n"], outputs=["3\n"])
     assert statement_examples(stdio) == [Example("1 2\n", "3\n"), Example("5 5\n", "10\n")]
