@@ -66,15 +66,37 @@ def pick_pass_rate(candidates, passed, ranker):
     return sum(candidates[i].weight * passed[i] for i in tied) / weight
 
 
-def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT):
+def policy_inputs(policy, problems, n=5):
+    """Per problem, up to n calls of its entry point that the policy writes (greedy, one request per
+    problem, side by side where the policy batches): inputs to run every candidate on, never
+    expected outputs. Stdin problems get none."""
+    from judge.examples import call_expression
+    from lm.prompts import test_input_calls, test_input_messages
+    from lm.sampling import SamplingParams
+    asked = [p for p in problems if p.kind != "stdio" and p.fn_name]
+    requests = [(policy.prompt_tokens(test_input_messages(p, n)), 1, SamplingParams(max_new_tokens=256, temperature=0))
+                for p in asked]
+    if hasattr(policy, "sample_many"):
+        done = dict(policy.sample_many(requests))
+    else:
+        done = {i: policy.sample(prefix, k, params) for i, (prefix, k, params) in enumerate(requests)}
+    out = {p.id: [] for p in problems}
+    for i, p in enumerate(asked):
+        out[p.id] = [call_expression(p, c) for c in test_input_calls(done[i][0].text, p.fn_name, n)]
+    return out
+
+
+def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT, inputs=()):
     """Each candidate's Evidence (its value, the statement's examples it reproduces, its outputs on
-    their inputs), and the sandbox runs it took. Function problems run each example's call in the
-    program's namespace (judge.call_outputs); stdin problems are judged on the examples as tests."""
+    their inputs and then on `inputs`, further calls such as policy_inputs'), and the sandbox runs it
+    took. Function problems run each call in the program's namespace (judge.call_outputs); stdin
+    problems are judged on the examples as tests."""
     from concurrent.futures import ThreadPoolExecutor
 
     from judge import Problem, call_outputs, judge
     examples = statement_examples(problem)
-    if not examples:
+    calls = [e.given for e in examples] + list(inputs) if problem.kind != "stdio" else []
+    if not examples and not calls:
         return [Evidence(c.value, 0, (), 1 + c.duplicates) for c in candidates], 0
     if problem.kind == "stdio":
         shown = Problem(id=problem.id, question="", kind="stdio", inputs=[e.given for e in examples],
@@ -84,18 +106,18 @@ def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT):
         return [Evidence(c.value, v.passed, tuple(t.status for t in v.tests), 1 + c.duplicates)
                 for c, v in zip(candidates, verdicts)], len(examples) * len(candidates)
     with ThreadPoolExecutor(2) as pool:
-        outputs = list(pool.map(lambda c: call_outputs(c.program, [e.given for e in examples], timeout=timeout),
-                                candidates))
+        outputs = list(pool.map(lambda c: call_outputs(c.program, calls, timeout=timeout), candidates))
     return [evidence(c.value, out, examples, 1 + c.duplicates) for c, out in zip(candidates, outputs)], \
-        len(examples) * len(candidates)
+        len(calls) * len(candidates)
 
 
-def rerank(problem, candidates, ranker, timeout=JUDGE_TIMEOUT):
+def rerank(problem, candidates, ranker, timeout=JUDGE_TIMEOUT, inputs=()):
     """The candidates (best first by value) ordered by the ranker's key, each with the examples it
-    reproduces and its agreement recorded; ties keep their order. Returns (candidates, sandbox runs)."""
+    reproduces and its agreement (on the examples' inputs and `inputs`) recorded; ties keep their
+    order. Returns (candidates, sandbox runs)."""
     if ranker == "value":
         return candidates, 0
-    found, runs = execution_evidence(problem, candidates, timeout)
+    found, runs = execution_evidence(problem, candidates, timeout, inputs)
     agree = agreement(found)
     for c, e, a in zip(candidates, found, agree):
         c.examples_passed, c.agreement = e.examples_passed, a

@@ -31,22 +31,24 @@ def statement_examples(problem: Problem) -> list[Example]:
         name = problem.fn_name.split(".")[-1]  # Solution().twoSum -> twoSum
         found = (_doctest_examples(problem.question, name) + _inline_examples(problem.question, name)
                  + _named_examples(problem.question, name))
-        callee = _callee(problem, name)
-        found = [Example(callee + e.given[len(name):], e.expected) for e in found]
+        found = [Example(call_expression(problem, e.given), e.expected) for e in found]
     else:
         found = []
     return list(dict.fromkeys(found))
 
 
-def _callee(problem, name):
-    """How a call of the entry point is written in the program's namespace: the function itself, a
-    method of a fresh Solution() (LeetCode's Solution().twoSum), or for APPS call problems whichever
-    the program defines (the judge resolves it the same way)."""
+def call_expression(problem, call):
+    """A call of the entry point written by its bare name ("twoSum(...)") as it runs in the program's
+    namespace: the function itself, a method of a fresh Solution() (LeetCode's Solution().twoSum),
+    or for APPS call problems whichever the program defines (the judge resolves it the same way)."""
+    name = problem.fn_name.split(".")[-1]
     if "." in problem.fn_name:
-        return problem.fn_name
-    if problem.kind == "call":
-        return f"(Solution().{name} if isinstance(globals().get('Solution'), type) else {name})"
-    return name
+        callee = problem.fn_name
+    elif problem.kind == "call":
+        callee = f"(Solution().{name} if isinstance(globals().get('Solution'), type) else {name})"
+    else:
+        callee = name
+    return callee + call[len(name):]
 
 
 def _is_expression(text):

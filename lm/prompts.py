@@ -85,6 +85,45 @@ def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
+TEST_INPUTS = """{statement}
+
+Write {n} different calls of `{fn}` that would test a solution well: typical cases, edge cases and
+tricky ones. Give only the calls, one per line, in a single ```python code block: no expected
+results, no asserts, no prints."""
+
+
+def test_input_messages(problem: Problem, n: int = 5):
+    """Chat messages asking the policy for inputs to run every candidate on (calls of the entry
+    point, never expected outputs: which answer is right is what the candidates vote on)."""
+    statement = problem.starter_code.rstrip() if problem.source == "humaneval" else problem.question.strip()
+    fn = problem.fn_name.split(".")[-1]
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": TEST_INPUTS.format(statement=statement, n=n, fn=fn)}]
+
+
+def test_input_calls(text: str, fn_name: str, limit: int = 5):
+    """The calls of `fn_name` in a response to test_input_messages (the last part of a dotted name,
+    e.g. twoSum for Solution().twoSum), one per line, that parse and name nothing but literals."""
+    name = fn_name.split(".")[-1]
+    calls = []
+    for line in extract_code(text).splitlines():
+        line = line.strip()
+        try:
+            node = ast.parse(line, mode="eval").body
+        except (SyntaxError, ValueError):
+            continue
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name):
+            continue
+        try:  # literal arguments only: a call that reads names or calls code is not an input
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                ast.literal_eval(arg)
+        except (ValueError, SyntaxError, TypeError, RecursionError):
+            continue
+        if line not in calls:
+            calls.append(line)
+    return calls[:limit]
+
+
 def reference_response(problem: Problem, reference: str):
     """The assistant turn that teacher-forces a reference solution in the same format."""
     return f"```python\n{reference.strip()}\n```"

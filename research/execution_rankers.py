@@ -2,13 +2,15 @@
 each problem's k samples, compared with the random pick, the critic alone and the oracle.
 
   python -m research.execution_rankers --samples results/qwen/humaneval \\
-      --ranking results/qwen/humaneval-critic-v3 --out results/qwen/humaneval-execution
+      --ranking results/qwen/humaneval-critic-v3 --out results/qwen/humaneval-execution [--inputs INPUTS.json]
+  python -m research.execution_rankers --write-inputs INPUTS.json --policy MODEL [--dataset humaneval]
 
 `--samples` is a `bench quality` folder with runs/sample.jsonl (every sample judged); `--ranking` one
 whose runs/best_of_k.jsonl holds the critic's values of the same samples (matched to the programs by
 their token count and mean log-prob). Each distinct program runs the statement's example calls
 (judge.examples) in the sandbox (judge.call_outputs); nothing reads the hidden tests. The agreement
-clusters are over those calls' outputs (no inputs written by the policy yet).
+clusters are over those calls' outputs, and with `--inputs` also over calls the policy wrote
+(`--write-inputs`: engine.select.policy_inputs, greedy, up to 5 per problem).
 """
 
 import argparse
@@ -38,7 +40,7 @@ def problem_candidates(sample_row, ranked_row):
     return out
 
 
-def run(samples_dir, ranking_dir, dataset="humaneval", workers=2):
+def run(samples_dir, ranking_dir, dataset="humaneval", workers=2, inputs=None):
     problems = {p.id: p for p in load_dataset(dataset)}
     with open(os.path.join(samples_dir, "runs", "sample.jsonl")) as f:
         samples = {r["problem_id"]: r for r in map(json.loads, f)}
@@ -47,14 +49,15 @@ def run(samples_dir, ranking_dir, dataset="humaneval", workers=2):
     jobs = []
     for pid in sorted(ranked, key=lambda p: int(p.split("/")[-1]) if p.split("/")[-1].isdigit() else p):
         examples = statement_examples(problems[pid])
+        calls = [e.given for e in examples] + list((inputs or {}).get(pid, []))
         for program, value, weight, passed in problem_candidates(samples[pid], ranked[pid]):
-            jobs.append((pid, examples, program, value, weight, passed))
+            jobs.append((pid, examples, program, value, weight, passed, calls))
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        outputs = list(pool.map(lambda j: call_outputs(j[2], [e.given for e in j[1]]), jobs))
+        outputs = list(pool.map(lambda j: call_outputs(j[2], j[6]), jobs))
     seconds = time.perf_counter() - start
     per_problem = {}
-    for (pid, examples, _, value, weight, passed), out in zip(jobs, outputs):
+    for (pid, examples, _, value, weight, passed, _), out in zip(jobs, outputs):
         per_problem.setdefault(pid, ([], []))
         per_problem[pid][0].append(evidence(value, out, examples, weight))
         per_problem[pid][1].append(passed)
@@ -62,7 +65,7 @@ def run(samples_dir, ranking_dir, dataset="humaneval", workers=2):
     rows["random"] = [random_pass_at_k(sum(e.weight for e in c), sum(e.weight for e, x in zip(c, p) if x), 1)
                       for c, p in per_problem.values()]
     rows["oracle"] = [float(any(p)) for _, p in per_problem.values()]
-    runs = sum(len(j[1]) for j in jobs)
+    runs = sum(len(j[6]) for j in jobs)
     cost = {"programs": len(jobs), "sandbox_runs": runs, "sandbox_runs_per_problem": runs / len(per_problem),
             "seconds": round(seconds, 1), "workers": workers}
     with_examples = sum(bool(statement_examples(problems[pid])) for pid in per_problem)
@@ -124,13 +127,31 @@ def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir, pai
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m research.execution_rankers", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--samples", required=True)
-    ap.add_argument("--ranking", required=True)
+    ap.add_argument("--samples")
+    ap.add_argument("--ranking")
     ap.add_argument("--dataset", default="humaneval")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--inputs", help="JSON {problem id: [calls]} from --write-inputs: more inputs for agreement")
+    ap.add_argument("--write-inputs", metavar="FILE", help="write the policy's test inputs for every problem, and stop")
+    ap.add_argument("--policy", help="with --write-inputs: the policy that writes them")
+    ap.add_argument("--out")
     args = ap.parse_args(argv)
-    rows, cost, with_examples, problems = run(args.samples, args.ranking, args.dataset, args.workers)
+    if args.write_inputs:
+        from engine.select import policy_inputs
+        from lm.policy import load_policy
+        start = time.perf_counter()
+        written = policy_inputs(load_policy(args.policy), load_dataset(args.dataset))
+        write_json_atomic(args.write_inputs, written)
+        print(f"{sum(map(len, written.values()))} calls for {sum(bool(v) for v in written.values())} of {len(written)} "
+              f"problems in {time.perf_counter() - start:.0f} s -> {args.write_inputs}")
+        return 0
+    if not (args.samples and args.ranking and args.out):
+        ap.error("--samples, --ranking and --out are needed (or --write-inputs)")
+    inputs = None
+    if args.inputs:
+        with open(args.inputs) as f:
+            inputs = json.load(f)
+    rows, cost, with_examples, problems = run(args.samples, args.ranking, args.dataset, args.workers, inputs)
     table, pairs = summarize(rows), paired(rows)
     os.makedirs(args.out, exist_ok=True)
     write_json_atomic(os.path.join(args.out, "rankers.json"), {"table": table, "paired": pairs, "cost": cost,

@@ -557,3 +557,30 @@ def test_select_on_a_stdin_problem_judges_the_statement_examples():
     wrong = Candidate("print(0)\n", "", [1], 0.9, "eos")
     ranked, runs = rerank(problem, [wrong, right], "examples+value")
     assert ranked[0] is right and runs == 2 and (right.examples_passed, wrong.examples_passed) == (1, 0)
+
+
+def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
+    """The inputs the policy writes: calls of the entry point with literal arguments only (a call
+    that reads a name or runs code is dropped), written as they run in the program's namespace."""
+    from engine.select import policy_inputs
+    from judge import Problem
+    from lm.prompts import test_input_calls
+    text = "```python\nf(1, [2, 3])\nf(x)\nf(len('a'))\nprint(f(2))\nf(-1, [])\nf(1, [2, 3])\nf(a=1, b='s')\ng(1)\n```"
+    assert test_input_calls(text, "f") == ["f(1, [2, 3])", "f(-1, [])", "f(a=1, b='s')"]
+    assert test_input_calls(text, "f", limit=1) == ["f(1, [2, 3])"]
+
+    class Scripted:  # a policy that always answers `text`
+        def prompt_tokens(self, messages):
+            assert "Write 5 different calls of `f`" in messages[-1]["content"]
+            return [1, 2]
+
+        def sample(self, prefix, n, params):
+            from lm.sampling import Completion
+            assert params.temperature == 0
+            return [Completion([3], [0.0], text, "eos")]
+    problems = [Problem(id="a", question="", kind="assert", tests=["pass"], fn_name="f", starter_code="def f(a, b): ..."),
+                Problem(id="b", question="", kind="assert", tests=["pass"], fn_name="Solution().f"),
+                Problem(id="c", question="", kind="stdio", inputs=["1\n"], outputs=["1\n"])]
+    got = policy_inputs(Scripted(), problems)
+    assert got["a"] == ["f(1, [2, 3])", "f(-1, [])", "f(a=1, b='s')"]
+    assert got["b"] == ["Solution().f(1, [2, 3])", "Solution().f(-1, [])", "Solution().f(a=1, b='s')"] and got["c"] == []
