@@ -66,24 +66,34 @@ def pick_pass_rate(candidates, passed, ranker):
     return sum(candidates[i].weight * passed[i] for i in tied) / weight
 
 
-def policy_inputs(policy, problems, n=5):
-    """Per problem, up to n calls of its entry point that the policy writes (greedy, one request per
-    problem, side by side where the policy batches): inputs to run every candidate on, never
-    expected outputs. Stdin problems get none."""
-    from judge.examples import call_expression
-    from lm.prompts import test_input_calls, test_input_messages
+def policy_input_texts(policy, problems, n=5, max_rows=32):
+    """Per problem, the policy's answer (greedy) when asked for n test inputs of its entry point
+    (lm.prompts.test_input_messages), side by side where the policy batches. Stdin problems: none."""
+    from lm.prompts import test_input_messages
     from lm.sampling import SamplingParams
     asked = [p for p in problems if p.kind != "stdio" and p.fn_name]
-    requests = [(policy.prompt_tokens(test_input_messages(p, n)), 1, SamplingParams(max_new_tokens=256, temperature=0))
+    requests = [(policy.prompt_tokens(test_input_messages(p, n)), 1, SamplingParams(max_new_tokens=384, temperature=0))
                 for p in asked]
     if hasattr(policy, "sample_many"):
-        done = dict(policy.sample_many(requests))
+        done = dict(policy.sample_many(requests, max_rows=max_rows))
     else:
         done = {i: policy.sample(prefix, k, params) for i, (prefix, k, params) in enumerate(requests)}
-    out = {p.id: [] for p in problems}
-    for i, p in enumerate(asked):
-        out[p.id] = [call_expression(p, c) for c in test_input_calls(done[i][0].text, p.fn_name, n)]
-    return out
+    return {p.id: done[i][0].text for i, p in enumerate(asked)}
+
+
+def inputs_from_texts(problems, texts, n=5):
+    """Per problem, up to n calls of its entry point found in the policy's answer, with literal
+    arguments only (lm.prompts.test_input_calls), written as they run in the program's namespace."""
+    from judge.examples import call_expression
+    from lm.prompts import test_input_calls
+    return {p.id: [call_expression(p, c) for c in test_input_calls(texts[p.id], p.fn_name, n)] if p.id in texts else []
+            for p in problems}
+
+
+def policy_inputs(policy, problems, n=5, max_rows=32):
+    """Per problem, up to n test inputs the policy writes: inputs to run every candidate on, never
+    expected outputs (which answer is right is what the candidates vote on)."""
+    return inputs_from_texts(problems, policy_input_texts(policy, problems, n, max_rows), n)
 
 
 def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT, inputs=()):

@@ -102,25 +102,30 @@ def test_input_messages(problem: Problem, n: int = 5):
 
 
 def test_input_calls(text: str, fn_name: str, limit: int = 5):
-    """The calls of `fn_name` in a response to test_input_messages (the last part of a dotted name,
-    e.g. twoSum for Solution().twoSum), one per line, that parse and name nothing but literals."""
+    """The calls of `fn_name` (the last part of a dotted name, e.g. twoSum for Solution().twoSum) in
+    a response to test_input_messages, with literal arguments only, in order, without repeats. A
+    small model often writes them inside prints, asserts or doctest lines, or after a solution of
+    its own: any line of the response counts, and only the call is kept (never an expected value)."""
     name = fn_name.split(".")[-1]
     calls = []
-    for line in extract_code(text).splitlines():
+    for line in text.splitlines():
         line = line.strip()
+        line = line[4:] if line.startswith(">>> ") else line
         try:
-            node = ast.parse(line, mode="eval").body
+            tree = ast.parse(line)
         except (SyntaxError, ValueError):
             continue
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name):
-            continue
-        try:  # literal arguments only: a call that reads names or calls code is not an input
-            for arg in [*node.args, *(k.value for k in node.keywords)]:
-                ast.literal_eval(arg)
-        except (ValueError, SyntaxError, TypeError, RecursionError):
-            continue
-        if line not in calls:
-            calls.append(line)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name):
+                continue
+            try:  # literal arguments only: a call that reads names or calls code is not an input
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    ast.literal_eval(arg)
+            except (ValueError, SyntaxError, TypeError, RecursionError):
+                continue
+            call = ast.get_source_segment(line, node)
+            if call and call not in calls:
+                calls.append(call)
     return calls[:limit]
 
 

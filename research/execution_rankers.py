@@ -86,11 +86,12 @@ def summarize(rows):
 
 NAMES = {"random": "random pick (exact expectation)", "value": "critic alone (value)",
          "examples": "examples filter + random", "examples+value": "examples filter, then the critic",
-         "agreement": "agreement on the examples' inputs (largest cluster)",
+         "agreement": "agreement on the inputs (largest cluster)",
          "examples+agreement+value": "combined: examples, then agreement, then the critic", "oracle": "oracle (pass@k)"}
 
 
-COMPARED = [("examples+agreement+value", "value"), ("examples+agreement+value", "examples"), ("examples+value", "examples")]
+COMPARED = [("examples+agreement+value", "value"), ("examples+agreement+value", "examples"), ("examples+value", "examples"),
+            ("examples+agreement+value", "examples+value")]
 
 
 def paired(rows):
@@ -105,11 +106,12 @@ def paired(rows):
     return out
 
 
-def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir, pairs=None):
+def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir, pairs=None, inputs=False):
     lines = [f"# Execution evidence beside the critic: {problems} problems\n",
              f"Samples `{samples_dir}`, critic values from `{ranking_dir}`. {with_examples} of {problems} statements show "
              "at least one example that parses (judge.examples); the others are ranked by whatever else the ranker reads. "
-             "Some statements' examples are also among the hidden tests. Intervals: bootstrap over problems.\n",
+             "Some statements' examples are also among the hidden tests. Agreement: the same outputs on the examples' "
+             f"calls{' and the calls the policy wrote' if inputs else ''}. Intervals: bootstrap over problems.\n",
              "| ranker | pass@1 | 95% interval | gain over random | gap closed |", "|---|---|---|---|---|"]
     for name in ("random", "value", "examples", "examples+value", "agreement", "examples+agreement+value", "oracle"):
         r = table[name]
@@ -137,11 +139,15 @@ def main(argv=None):
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.write_inputs:
-        from engine.select import policy_inputs
+        from engine.select import inputs_from_texts, policy_input_texts
         from lm.policy import load_policy
         start = time.perf_counter()
-        written = policy_inputs(load_policy(args.policy), load_dataset(args.dataset))
+        problems = load_dataset(args.dataset)
+        texts = policy_input_texts(load_policy(args.policy), problems)
+        written = inputs_from_texts(problems, texts)
+        os.makedirs(os.path.dirname(os.path.abspath(args.write_inputs)), exist_ok=True)
         write_json_atomic(args.write_inputs, written)
+        write_json_atomic(os.path.splitext(args.write_inputs)[0] + "-texts.json", texts)
         print(f"{sum(map(len, written.values()))} calls for {sum(bool(v) for v in written.values())} of {len(written)} "
               f"problems in {time.perf_counter() - start:.0f} s -> {args.write_inputs}")
         return 0
@@ -157,7 +163,7 @@ def main(argv=None):
     write_json_atomic(os.path.join(args.out, "rankers.json"), {"table": table, "paired": pairs, "cost": cost,
                                                                 "with_examples": with_examples, "problems": problems,
                                                                 "per_problem": rows})
-    report = markdown(table, cost, with_examples, problems, args.samples, args.ranking, pairs)
+    report = markdown(table, cost, with_examples, problems, args.samples, args.ranking, pairs, bool(inputs))
     write_text_atomic(os.path.join(args.out, "report.md"), report)
     print(report)
     return 0

@@ -565,8 +565,9 @@ def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
     from engine.select import policy_inputs
     from judge import Problem
     from lm.prompts import test_input_calls
-    text = "```python\nf(1, [2, 3])\nf(x)\nf(len('a'))\nprint(f(2))\nf(-1, [])\nf(1, [2, 3])\nf(a=1, b='s')\ng(1)\n```"
-    assert test_input_calls(text, "f") == ["f(1, [2, 3])", "f(-1, [])", "f(a=1, b='s')"]
+    text = ("```python\ndef f(a, b=0):\n    return f(a - 1) if a else b\n```\nf(1, [2, 3])\nf(x)\nf(len('a'))\n"
+            "print(f(2))  # 4\n>>> f(-1, [])\nf(1, [2, 3])\nassert f(a=1, b='s') == 3\ng(1)\n")
+    assert test_input_calls(text, "f") == ["f(1, [2, 3])", "f(2)", "f(-1, [])", "f(a=1, b='s')"]
     assert test_input_calls(text, "f", limit=1) == ["f(1, [2, 3])"]
 
     class Scripted:  # a policy that always answers `text`
@@ -582,5 +583,6 @@ def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
                 Problem(id="b", question="", kind="assert", tests=["pass"], fn_name="Solution().f"),
                 Problem(id="c", question="", kind="stdio", inputs=["1\n"], outputs=["1\n"])]
     got = policy_inputs(Scripted(), problems)
-    assert got["a"] == ["f(1, [2, 3])", "f(-1, [])", "f(a=1, b='s')"]
-    assert got["b"] == ["Solution().f(1, [2, 3])", "Solution().f(-1, [])", "Solution().f(a=1, b='s')"] and got["c"] == []
+    assert got["a"] == ["f(1, [2, 3])", "f(2)", "f(-1, [])", "f(a=1, b='s')"]
+    assert got["b"] == ["Solution().f(1, [2, 3])", "Solution().f(2)", "Solution().f(-1, [])", "Solution().f(a=1, b='s')"]
+    assert got["c"] == []
