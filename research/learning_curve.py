@@ -79,6 +79,7 @@ def curve(x, labels, pids, order, l2, folds, seeds, fractions):
     settings = [("+".join(sources), f, 8) for f in fractions]
     settings += [(s, f, 8) for s in sources for f in fractions] if len(sources) > 1 else []
     settings += [("+".join(sources), 1.0, 4), ("+".join(sources), 0.5, 8)]  # the same number of samples
+    settings = list(dict.fromkeys(settings))  # (all, 0.5, 8) is on the curve already
     results = defaultdict(lambda: defaultdict(list))
     for seed in range(seeds):
         rng = random.Random(seed)

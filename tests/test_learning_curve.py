@@ -35,6 +35,7 @@ def test_learning_curve_grows_with_problems_and_reports_every_setting():
                        ("leetcode+mbpp", 0.5, 8)}
     full, few = by[("leetcode+mbpp", 1.0, 8)], by[("leetcode+mbpp", 0.125, 8)]
     assert full["train_problems"] == 48 and few["train_problems"] == 6  # 4 of 5 folds of 60 problems
+    assert by[("leetcode+mbpp", 0.5, 8)]["train_problems"] == 24 and len(rows) == len(by)
     assert full["all"]["within_problem_auroc"]["mean"] > 0.8
     assert full["all"]["within_problem_auroc"]["mean"] > few["all"]["within_problem_auroc"]["mean"]
     assert by[("mbpp", 1.0, 8)]["train_problems"] == 24 and full["mbpp"]["problems"] == 30
