@@ -65,7 +65,7 @@ def test_fork_tree_tokens_and_time(benchmark, setup):
     benchmark.pedantic(forked, rounds=1, iterations=1)
 
 
-def test_trees_side_by_side(benchmark):
+def test_trees_side_by_side(benchmark, timed):
     """8 rollout trees (one sampled trunk, 2 forks x 4 rollouts, up to 128 tokens each): grown one
     after the other (grow_tree: one tree's rows per batch, forks from the trunk's KV cache) against
     side by side (grow_trees: every trunk, then every fork, in one refilled batch of 32 rows), in
@@ -77,13 +77,12 @@ def test_trees_side_by_side(benchmark):
     items = [(problems[i % 2], i) for i in range(8)]
     cfg = TreeConfig(forks=2, per_fork=4, trunk="sample", retries=1, max_new_tokens=128, temperature=0.8, top_p=0.95)
     grow_tree(policy, problems[0], cfg)  # warm-up
-    rates = {}
-    for name, grow in (("one at a time", lambda: [grow_tree(policy, p, cfg, problem_seed=s) for p, s in items]),
-                       ("side by side", lambda: grow_trees(policy, items, cfg, max_rows=32))):
-        start = time.perf_counter()
-        trees = grow()
-        rates[name] = sum(t["stats"]["generated_tokens"] for t in trees) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    trees = [grow_tree(policy, p, cfg, problem_seed=s) for p, s in items]
+    rates = {"one at a time": sum(t["stats"]["generated_tokens"] for t in trees) / (time.perf_counter() - start)}
+    trees, seconds = timed(lambda: grow_trees(policy, items, cfg, max_rows=32))
+    rates["side by side"] = sum(t["stats"]["generated_tokens"] for t in trees) / seconds
     print(f"\n8 trees (2 forks x 4): one at a time {rates['one at a time']:.1f} tok/s, side by side "
           f"{rates['side by side']:.1f} tok/s -> {rates['side by side'] / rates['one at a time']:.2f}x")
     benchmark.extra_info.update({f"{k.replace(' ', '_')}_tok_s": v for k, v in rates.items()})
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    assert rates["side by side"] >= 1.5 * rates["one at a time"]  # measured 2.0x (98 vs 49 tok/s)

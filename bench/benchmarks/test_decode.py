@@ -32,15 +32,13 @@ def models():
     return HFPolicy(), value, load_problem(EXAMPLE)
 
 
-def test_best_of_k_overhead_and_tree_tokens(benchmark, models):
+def test_best_of_k_overhead_and_tree_tokens(benchmark, timed, models):
     policy, value, problem = models
     cfg = DecodeConfig(k=K, max_new_tokens=256, temperature=0.8, top_p=0.95, seed=0, dedupe=False)
     start = time.perf_counter()
     sample_candidates(policy, problem, cfg, K, cfg.temperature)
     plain = time.perf_counter() - start
-    start = time.perf_counter()
-    r = best_of_k(policy, value, problem, cfg)
-    guided = time.perf_counter() - start
+    r, guided = timed(lambda: best_of_k(policy, value, problem, cfg))
     overhead = guided / plain - 1
     t = tree(policy, value, problem, replace(cfg, max_branches=K - 1))
     print(f"\nbest_of_k k={K}: {guided:.1f} s vs plain sampling {plain:.1f} s -> value overhead {overhead:+.1%} "
@@ -52,4 +50,4 @@ def test_best_of_k_overhead_and_tree_tokens(benchmark, models):
                                  "tree_policy_tokens": t.stats["policy_tokens"],
                                  "best_of_k_policy_tokens": r.stats["policy_tokens"],
                                  "tree_tokens_saved": t.stats["tokens_saved"]})
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    assert overhead <= 0.15  # the value model's share of best_of_k's time

@@ -34,7 +34,7 @@ def _timed(fn):
     return result, time.perf_counter() - start
 
 
-def test_vllm_vs_transformers(benchmark):
+def test_vllm_vs_transformers(benchmark, timed):
     problem = load_problem(EXAMPLE)
     params = SamplingParams(max_new_tokens=256, temperature=1.0, seed=0, ignore_eos=True)
     rows = {}
@@ -43,7 +43,8 @@ def test_vllm_vs_transformers(benchmark):
         prompt = policy.prompt_tokens(messages(problem))
         # warm-up: first-call compilation and allocation are not measured
         policy.sample(prompt, 4, SamplingParams(max_new_tokens=8, seed=0))
-        samples, s_wall = _timed(lambda policy=policy, prompt=prompt: policy.sample(prompt, 36, params))
+        sample = lambda policy=policy, prompt=prompt: policy.sample(prompt, 36, params)
+        samples, s_wall = timed(sample) if name == "vllm" else _timed(sample)
         s_tokens = sum(len(c.tokens) for c in samples)
         before = policy.stats.generated_tokens
         tree, t_wall = _timed(lambda policy=policy: grow_tree(policy, problem, TreeConfig(trunk="reference", max_new_tokens=256)))
@@ -58,4 +59,4 @@ def test_vllm_vs_transformers(benchmark):
     assert rows["vllm"][4] == rows["transformers"][4] == 36
     benchmark.extra_info.update({"hf_samples_tps": hs, "vllm_samples_tps": vs, "hf_tree_tps": ht,
                                  "vllm_tree_tps": vt, "samples_ratio": vs / hs, "tree_ratio": vt / ht})
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    assert vs / hs >= 2 and vt / ht >= 2
