@@ -226,7 +226,8 @@ def test_store_cuts_torn_last_line(tmp_path):
 def _build(model_dir, dataset, out):
     return [sys.executable, "-m", "datagen.cli", "build", "--dataset", dataset, "--policy", model_dir,
             "--out", out, "--forks", "2", "--per-fork", "2", "--trunk", "reference",
-            "--max-new-tokens", "24", "--timeout", "2", "--batch-rows", "4"]  # trees grow 4 at a time
+            "--max-new-tokens", "24", "--timeout", "2", "--batch-rows", "4",  # trees grow 4 at a time
+            "--dtype", "float32"]  # bf16 kernels (auto on AMX) may round one run's log-probs apart from another's
 
 
 def test_sigkill_mid_build_loses_and_duplicates_nothing(tiny_model_dir, tmp_path):
