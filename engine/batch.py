@@ -1,10 +1,9 @@
 """The frontier of a search as one batch: sequences with different prefixes advance one token per
 step in one batched forward, and the value of every new token comes with it.
 
-`Rows` is the bookkeeping of a left-padded KV cache (a mask marks each row's real positions; a row's
-next position id is its number of real tokens): rows can be dropped, reordered or copied (a copy
-continues on its own: a branch or a beam expansion costs no recomputation), and row sets of
-different lengths can be merged. `Frontier` pairs the policy's rows with a value track that mirrors
+`lm.kvcache.Rows` (the same left-padded batch HFPolicy.sample_many steps) holds the rows: they can
+be dropped, reordered or copied (a copy continues on its own: a branch or a beam expansion costs no
+recomputation), and row sets of different lengths can be merged. `Frontier` pairs the policy's rows with a value track that mirrors
 every row operation, so strategies only say which rows live on and which tokens they take.
 
 Value tracks, cheapest first:
@@ -23,71 +22,10 @@ import time
 import torch
 
 from engine.result import Stats
+from lm.kvcache import Rows
 from lm.prompts import messages, stop_after_code
 from lm.sampling import SamplingParams
 from valuemodel.model import ValueModel, head_module
-
-
-def _pad_left(t, width):
-    return torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) if t.shape[2] < width else t
-
-
-class Rows:
-    """A left-padded batch KV cache with its mask and next position ids (see the module docstring)."""
-
-    def __init__(self, cache, mask, pos):
-        self.cache, self.mask, self.pos = cache, mask, pos
-
-    @classmethod
-    def prefill(cls, forward, tokens, device):
-        """One row holding `tokens`; returns (rows, the forward's output for them)."""
-        from transformers import DynamicCache
-        ids = torch.tensor([list(tokens)], device=device)
-        out, cache = forward(ids, DynamicCache(), None, None)
-        mask = torch.ones(1, len(tokens), dtype=torch.long, device=device)
-        return cls(cache, mask, torch.tensor([len(tokens)], device=device)), out
-
-    def __len__(self):
-        return 0 if self.mask is None else self.mask.shape[0]
-
-    def advance(self, forward, tokens):
-        """Feed one token per row (a list, in row order); returns the forward's output."""
-        ids = torch.tensor(tokens, device=self.mask.device)[:, None]
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self), 1)], dim=1)
-        out, self.cache = forward(ids, self.cache, self.mask, self.pos[:, None])
-        self.pos = self.pos + 1
-        return out
-
-    def take(self, rows):
-        """New rows holding these rows (indices, in this order; an index may repeat: the copies then
-        go on apart); this batch is left as it is."""
-        from transformers import DynamicCache
-        if not rows:
-            return Rows(None, None, None)
-        idx = torch.tensor(rows, device=self.mask.device)
-        mask = self.mask[idx]
-        # Columns that are padding in every taken row are dropped (rows that left took their length).
-        start = int(mask.argmax(dim=1).min())
-        cache = DynamicCache()
-        for layer_idx, layer in enumerate(self.cache.layers):
-            cache.update(layer.keys[idx, :, start:], layer.values[idx, :, start:], layer_idx)
-        return Rows(cache, mask[:, start:], self.pos[idx])
-
-    @classmethod
-    def merge(cls, parts):
-        """One batch of all rows of `parts` (in order), left-padded to a common length."""
-        from transformers import DynamicCache
-        parts = [p for p in parts if len(p)]
-        if len(parts) <= 1:
-            return parts[0] if parts else Rows(None, None, None)
-        width = max(p.mask.shape[1] for p in parts)
-        cache = DynamicCache()
-        for layer_idx in range(len(parts[0].cache.layers)):
-            keys = torch.cat([_pad_left(p.cache.layers[layer_idx].keys, width) for p in parts])
-            values = torch.cat([_pad_left(p.cache.layers[layer_idx].values, width) for p in parts])
-            cache.update(keys, values, layer_idx)
-        mask = torch.cat([torch.nn.functional.pad(p.mask, (width - p.mask.shape[1], 0)) for p in parts])
-        return cls(cache, mask, torch.cat([p.pos for p in parts]))
 
 
 class SharedTrunkValue:
@@ -135,7 +73,7 @@ class RowsValue:
 
     @torch.inference_mode()
     def start(self, prompt, hidden=None):
-        self.rows, h = Rows.prefill(self._forward, prompt, self.vm.device)
+        self.rows, h = Rows.prefill(self._forward, [prompt], self.vm.device)
         self.vm.tokens_scored += len(prompt)
         return self._values(h)
 
@@ -198,7 +136,7 @@ class ModelRows:
     @classmethod
     def start(cls, policy, prompt):
         with torch.inference_mode():
-            rows, (logits, hidden) = Rows.prefill(policy.forward_rows, prompt, policy.device)
+            rows, (logits, hidden) = Rows.prefill(policy.forward_rows, [prompt], policy.device)
         return cls(policy, rows, logits), hidden
 
     def __len__(self):

@@ -9,7 +9,7 @@ import copy
 import torch
 
 from common.cli import ConfigError
-from lm.kvcache import GrowingCache
+from lm.kvcache import Rows
 from lm.models import load_causal_lm
 from lm.options import BACKENDS, DEFAULT_BATCH_ROWS, DEFAULT_POLICY
 from lm.sampling import Completion, PolicyStats, PrefixState, SamplingParams, TokenizerOps, sample_tokens
@@ -253,14 +253,15 @@ class HFPolicy(TokenizerOps):
 
 
 class _Batch:
-    """The live rows of HFPolicy.sample_many: one left-padded KV cache with room to grow (a mask
-    marks each row's real positions), each row's next position id, its tokens so far and its
-    request; with `features`, each row's running sum of its final hidden states."""
+    """The live rows of HFPolicy.sample_many: a left-padded lm.kvcache.Rows (its KV cache with room
+    to grow, a mask of each row's real positions, each row's next position id), each row's tokens so
+    far and its request; with `features`, each row's running sum of its final hidden states."""
 
     def __init__(self, policy, features=False):
         self.policy = policy
         self.features = features
-        self.cache = self.mask = self.pos = self.logits = self.sums = None
+        self.kv = Rows()
+        self.logits = self.sums = None
         self.rows = []          # per row: [request index, sample index]
         self.requests = {}      # index -> dict(prefix, params, generator, tokens, logprobs, finish, left, features)
 
@@ -278,37 +279,14 @@ class _Batch:
             self.requests[index] = {"prefix": prefix, "params": params, "generator": generator, "left": n,
                                     "tokens": [[] for _ in range(n)], "logprobs": [[] for _ in range(n)],
                                     "finish": ["length"] * n, "features": [None] * n}
-        width = max(len(prefix) for _, prefix, _, _ in joining)
-        pad = [width - len(prefix) for _, prefix, _, _ in joining]
-        ids = torch.tensor([[0] * p + prefix for p, (_, prefix, _, _) in zip(pad, joining)], device=device)
-        mask = torch.tensor([[0] * p + [1] * (width - p) for p in pad], device=device)
-        cache = GrowingCache()
-        (logits, hidden), cache = policy._forward_last(ids, cache, mask if any(pad) else None,
-                                                       (mask.cumsum(1) - 1).clamp(min=0) if any(pad) else None)
-        copies = torch.repeat_interleave(torch.arange(len(joining), device=device),
-                                         torch.tensor([n for _, _, n, _ in joining], device=device))
-        cache.batch_select_indices(copies)
-        logits, mask = logits[copies], mask[copies]
-        pos = torch.tensor([len(prefix) for _, prefix, n, _ in joining for _ in range(n)], device=device)
-        sums = hidden.new_zeros(len(copies), hidden.shape[-1], dtype=torch.float32) if self.features else None
-        if not self.rows:
-            self.cache, self.mask, self.pos, self.logits, self.sums = cache, mask, pos, logits, sums
-        else:
-            # Left-pad the shorter side so every row's last cached position lines up.
-            old_len, new_len = self.mask.shape[1], mask.shape[1]
-            width = max(old_len, new_len)
-            merged = GrowingCache()
-            for layer_idx, (a, b) in enumerate(zip(self.cache.layers, cache.layers)):
-                keys = [torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in (a.keys, b.keys)]
-                values = [torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in (a.values, b.values)]
-                merged.update(torch.cat(keys), torch.cat(values), layer_idx)
-            self.cache = merged
-            self.mask = torch.cat([torch.nn.functional.pad(self.mask, (width - old_len, 0)),
-                                   torch.nn.functional.pad(mask, (width - new_len, 0))])
-            self.pos = torch.cat([self.pos, pos])
-            self.logits = torch.cat([self.logits, logits])
-            if self.features:
-                self.sums = torch.cat([self.sums, sums])
+        prefilled, (logits, hidden) = Rows.prefill(policy._forward_last, [prefix for _, prefix, _, _ in joining], device)
+        copies = [j for j, (_, _, n, _) in enumerate(joining) for _ in range(n)]
+        self.kv = Rows.merge([self.kv, prefilled.take(copies)])
+        logits = logits[torch.tensor(copies, device=device)]
+        self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
+        if self.features:
+            sums = hidden.new_zeros(len(copies), hidden.shape[-1], dtype=torch.float32)
+            self.sums = sums if self.sums is None else torch.cat([self.sums, sums])
         self.rows += [[index, i] for index, _, n, _ in joining for i in range(n)]
 
     def step(self):
@@ -353,29 +331,19 @@ class _Batch:
                       for t, lp, f, feat in zip(req["tokens"], req["logprobs"], req["finish"], req["features"])]
 
     def _advance(self, tokens):
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        (self.logits, hidden), self.cache = self.policy._forward_last(tokens[:, None], self.cache, self.mask,
-                                                                      self.pos[:, None])
-        self.pos = self.pos + 1
+        self.logits, hidden = self.kv.advance(self.policy._forward_last, tokens)
         if self.features:
             self.sums += hidden.float()
 
     def _select(self, keep, logits=False):
         """Keep these rows; their logits too when no forward replaces them before they are read."""
         self.rows = [self.rows[b] for b in keep]
+        self.kv.keep(keep)
         if not keep:
-            self.cache = self.mask = self.pos = self.logits = self.sums = None
+            self.logits = self.sums = None
             return
         idx = torch.tensor(keep, device=self.policy.device)
-        self.cache.batch_select_indices(idx)
-        self.mask, self.pos = self.mask[idx], self.pos[idx]
         if logits:
             self.logits = self.logits[idx]
         if self.features:
             self.sums = self.sums[idx]
-        # Columns that are padding in every remaining row are dropped, so the cache does not keep
-        # the length of rows that have left.
-        start = int(self.mask.argmax(dim=1).min())
-        if start > 0:
-            self.mask = self.mask[:, start:]
-            self.cache.drop_front(start)
