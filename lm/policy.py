@@ -9,7 +9,7 @@ import copy
 import torch
 
 from common.cli import ConfigError
-from lm.kvcache import Rows
+from lm.kvcache import GrowingCache, Rows
 from lm.models import load_causal_lm
 from lm.options import BACKENDS, DEFAULT_BATCH_ROWS, DEFAULT_POLICY
 from lm.sampling import Completion, PolicyStats, PrefixState, SamplingParams, TokenizerOps, sample_tokens
@@ -171,52 +171,41 @@ class HFPolicy(TokenizerOps):
                 live.admit(joining)
             yield from live.step()
 
-    def _batched_cache(self, state, lengths, k):
-        """A cache whose row group i holds state's first lengths[i] tokens, left-padded."""
-        from transformers import DynamicCache
+    def _state_rows(self, state, lengths, k):
+        """Rows whose group i (k rows) holds state's first lengths[i] cached tokens, left-padded."""
         longest = max(lengths)
-        cache = DynamicCache()
+        cache = GrowingCache()
         for layer_idx, layer in enumerate(state.cache.layers):
             keys, values = [], []
             for n in lengths:
-                pad = longest - n
                 for src, dst in ((layer.keys, keys), (layer.values, values)):
-                    part = src[:, :, :n, :]
-                    if pad:
-                        part = torch.nn.functional.pad(part, (0, 0, pad, 0))
+                    part = torch.nn.functional.pad(src[:, :, :n, :], (0, 0, longest - n, 0))
                     dst.append(part.expand(k, -1, -1, -1))
             cache.update(torch.cat(keys), torch.cat(values), layer_idx)
-        return cache
+        mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths for _ in range(k)], device=self.device)
+        return Rows(cache, mask, torch.tensor([n for n in lengths for _ in range(k)], device=self.device))
 
     def _decode_groups(self, state, prefixes, k, params, keep_cache=False):
-        """Sample k completions for each prefix in one batch; rows leave the batch as they end.
+        """Sample k completions for each prefix in one batch (lm.kvcache.Rows); rows leave the batch
+        as they end.
 
         With a state, prefix i's first len-1 tokens come from the state's cache; without, the
-        single prefix is prefilled here (keep_cache then returns its cache for later forks).
+        single prefix is prefilled here (keep_cache then returns its cache for later forks, every
+        row fed on to the end of the batch).
         """
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        lengths = [len(p) for p in prefixes]
-        n_rows = len(prefixes) * k
         if state is None:
-            from transformers import DynamicCache
             assert len(prefixes) == 1
-            cache, mask, pos = DynamicCache(), None, None
-            ids = torch.tensor([prefixes[0]], device=self.device)  # prefilled once, then copied k times
+            rows, (logits, _) = Rows.prefill(self._forward_last, [prefixes[0]], self.device)
+            if k > 1:  # prefilled once, then copied k times
+                rows, logits = rows.take([0] * k), logits.expand(k, -1)
         else:
-            cache = self._batched_cache(state, [n - 1 for n in lengths], k)
-            longest = max(lengths)
-            mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths for _ in range(k)],
-                                device=self.device)
-            pos = torch.tensor([[n - 1] for n in lengths for _ in range(k)], device=self.device)
-            ids = torch.tensor([[p[-1]] for p in prefixes for _ in range(k)], device=self.device)
-        logits, cache = self._forward(ids, cache, mask, pos, last_only=True)
-        logits = logits[:, -1, :]
-        if state is None and k > 1:
-            cache.batch_repeat_interleave(k)
-            logits = logits.expand(k, -1)
-        rows = list(range(n_rows))           # batch row -> completion index
+            rows = self._state_rows(state, [len(p) - 1 for p in prefixes], k)
+            logits, _ = rows.advance(self._forward_last, [p[-1] for p in prefixes for _ in range(k)])
+        n_rows = len(prefixes) * k
+        live = list(range(n_rows))           # batch row -> completion index
         tokens = [[] for _ in range(n_rows)]
         logprobs = [[] for _ in range(n_rows)]
         finish = ["length"] * n_rows
@@ -224,7 +213,7 @@ class HFPolicy(TokenizerOps):
             uniforms = torch.rand(logits.shape[0], generator=generator, device=logits.device) if params.temperature > 0 else None
             nxt, chosen_lp = sample_tokens(logits, params, uniforms)
             keep = []
-            for b, (i, tok, lp) in enumerate(zip(rows, nxt.tolist(), chosen_lp.tolist())):
+            for b, (i, tok, lp) in enumerate(zip(live, nxt.tolist(), chosen_lp.tolist())):
                 tokens[i].append(tok)
                 logprobs[i].append(lp)
                 ended = self.finish_reason(prefixes[i // k], tokens[i], params)
@@ -232,24 +221,17 @@ class HFPolicy(TokenizerOps):
                     finish[i] = ended
                 else:
                     keep.append(b)
-            self.stats.generated_tokens += len(rows)
+            self.stats.generated_tokens += len(live)
             if not keep or step == params.max_new_tokens - 1:
                 break
-            if len(keep) < len(rows) and not keep_cache:
-                idx = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(idx)
-                nxt = nxt[idx]
-                mask = mask[idx] if mask is not None else None
-                pos = pos[idx] if pos is not None else None
-                rows = [rows[b] for b in keep]
-            if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                pos = pos + 1
-            logits, cache = self._forward(nxt[:, None], cache, mask, pos, last_only=True)
-            logits = logits[:, -1, :]
+            if len(keep) < len(live) and not keep_cache:
+                rows.keep(keep)
+                nxt = nxt[torch.tensor(keep, device=self.device)]
+                live = [live[b] for b in keep]
+            logits, _ = rows.advance(self._forward_last, nxt)
         completions = [Completion(t, lp, self.decode(t), f) for t, lp, f in zip(tokens, logprobs, finish)]
         groups = [completions[i * k:(i + 1) * k] for i in range(len(prefixes))]
-        return (groups, cache) if keep_cache else groups
+        return (groups, rows.cache) if keep_cache else groups
 
 
 class _Batch:
