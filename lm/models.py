@@ -104,7 +104,30 @@ def load_causal_lm(spec, dtype="auto", device="auto"):
     except (OSError, ValueError) as exc:  # transformers' ValueError: a config it does not know
         raise ModelError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
     model.to(device).eval()
+    if str(device).startswith("cpu"):
+        limit_heap_growth()
     return model, tokenizer
+
+
+# glibc raises its mmap threshold up to 32 MiB as large blocks are freed, so a sampling batch's
+# tensors (KV copies, logits) then come from the heap and stay there: sample_many's RSS grew to
+# 13 GB for 24 MBPP problems with SmolLM2 and to 24 GB (out of memory) for 40. A fixed 16 MiB
+# threshold returns them to the system: 7.6 GB for 64 problems, at about 7% fewer tokens/s.
+MMAP_THRESHOLD = 16 << 20
+
+
+def limit_heap_growth():
+    """Fix glibc's mmap threshold (above) once, unless the user set MALLOC_MMAP_THRESHOLD_; a no-op
+    elsewhere than glibc."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or getattr(limit_heap_growth, "done", False):
+        return
+    limit_heap_growth.done = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def pick_device(device="auto"):
