@@ -103,7 +103,7 @@ def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT, inputs=()):
     problems are judged on the examples as tests."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from judge import Problem, call_outputs, judge
+    from judge import Problem, call_outputs, judge_many
     examples = statement_examples(problem)
     calls = [e.given for e in examples] + list(inputs) if problem.kind != "stdio" else []
     if not examples and not calls:
@@ -111,8 +111,7 @@ def execution_evidence(problem, candidates, timeout=JUDGE_TIMEOUT, inputs=()):
     if problem.kind == "stdio":
         shown = Problem(id=problem.id, question="", kind="stdio", inputs=[e.given for e in examples],
                         outputs=[e.expected for e in examples])
-        with ThreadPoolExecutor(2) as pool:
-            verdicts = list(pool.map(lambda c: judge(c.program, shown, timeout=timeout), candidates))
+        verdicts = judge_many([(c.program, shown) for c in candidates], timeout=timeout)
         return [Evidence(c.value, v.passed, tuple(t.status for t in v.tests), 1 + c.duplicates)
                 for c, v in zip(candidates, verdicts)], len(examples) * len(candidates)
     with ThreadPoolExecutor(2) as pool:
