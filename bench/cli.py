@@ -62,6 +62,7 @@ def cmd_quality(args):
             # The tree's "chunk" (tokens between checks) went with the batched engine (one token a step);
             # the load check changes only best_of_k's pick (checked below).
             decode = {k: v for k, v in s.get("decode", {}).items() if k not in ("chunk", "load_check", "select")}
+            decode.setdefault("prompt_tests", True)  # runs from before the option showed the tests
             return {**s, "decode": decode,
                     "dataset": os.path.realpath(s["dataset"]) if os.path.exists(s.get("dataset", "")) else s.get("dataset")}
         if same(old) != same(settings):

@@ -108,7 +108,7 @@ def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_B
     from lm.features import encode_features, feature_source
     from lm.models import vocab_fingerprint
     from lm.prompts import messages
-    prompts = [policy.prompt_tokens(messages(p, cfg.prompt)) for p in problems]
+    prompts = [policy.prompt_tokens(messages(p, cfg.prompt, cfg.prompt_tests)) for p in problems]
     requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
     source = None
     if hasattr(policy, "sample_many"):

@@ -272,7 +272,7 @@ def begin_search(policy, value, problem, cfg):
     completion ends with its first closed code block), a seeded generator, and the frontier holding
     the prefilled prompt, with the prompt's value."""
     stats = Stats(policy, value)
-    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt, cfg.prompt_tests))
     params = SamplingParams.from_config(cfg, seed=None, stop_fn=stop_after_code(len(prompt), policy.decode))
     generator = torch.Generator().manual_seed(cfg.seed)
     with stats.phase("prefill"):

@@ -18,7 +18,7 @@ def to_candidate(problem, completion):
 
 
 def sample_candidates(policy, problem, cfg, n, temperature):
-    prompt = policy.prompt_tokens(messages(problem, cfg.prompt))
+    prompt = policy.prompt_tokens(messages(problem, cfg.prompt, cfg.prompt_tests))
     completions = policy.sample(prompt, n, candidate_params(policy, prompt, cfg, temperature))
     return prompt, [to_candidate(problem, c) for c in completions]
 

@@ -51,6 +51,8 @@ class DecodeConfig:
     patience: int = option(8, "tree: for this many consecutive tokens")
     warmup: float = option(0.5, "tree: after this fraction of the first rollout's length")
     prompt: str = option(DEFAULT_FRAMING, **PROMPT_OPTION)
+    prompt_tests: bool = option(True, "assert problems (MBPP): show the tests in the prompt (default); "
+                                      "--no-prompt-tests shows only the reference's signature")
     load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
                                     "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
     select: str = option("value", "best_of_k: how to pick: value (the critic alone, default), or with the examples of the "

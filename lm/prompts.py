@@ -62,8 +62,23 @@ PROMPT_OPTION = {"choices": tuple(FRAMINGS),
                  "help": "prompt framing: code (the code only; default) or reason (reason briefly, then the code: the paper's)"}
 
 
-def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
-    """Chat messages for a problem (rendered by the policy's chat template when it has one)."""
+def signature(problem: Problem):
+    """The entry point's `def` line in the first reference that defines it, or None."""
+    for code in problem.references:
+        try:
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == problem.fn_name:
+                return f"def {node.name}({ast.unparse(node.args)}):"
+    return None
+
+
+def messages(problem: Problem, framing: str = DEFAULT_FRAMING, tests: bool = True):
+    """Chat messages for a problem (rendered by the policy's chat template when it has one). An
+    assert problem (MBPP) shows its tests, or with tests=False only its reference's signature: then
+    no example in the prompt is also a test the judge runs."""
     if framing not in FRAMINGS:
         raise ConfigError(f"unknown prompt framing {framing!r}: choose from {', '.join(FRAMINGS)}")
     if problem.source == "humaneval":
@@ -78,8 +93,10 @@ def messages(problem: Problem, framing: str = DEFAULT_FRAMING):
         user = CALL.format(question=problem.question.strip(), starter=starter,
                            instruction=FRAMINGS[framing].format(what="code"))
     else:
-        tests = problem.metadata.get("test_list") or []
-        examples = ("\nIt must pass these tests:\n```python\n" + "\n".join(tests) + "\n```") if tests else ""
+        shown = (problem.metadata.get("test_list") or []) if tests else []
+        examples = ("\nIt must pass these tests:\n```python\n" + "\n".join(shown) + "\n```") if shown else ""
+        if not tests and signature(problem):
+            examples = f" Its signature:\n```python\n{signature(problem)}\n```"
         user = ASSERT.format(question=problem.question.strip(), fn=problem.fn_name or "solution",
                              examples=examples, instruction=FRAMINGS[framing].format(what="code"))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
@@ -94,8 +111,11 @@ results, no asserts, no prints."""
 
 def test_input_messages(problem: Problem, n: int = 5):
     """Chat messages asking the policy for inputs to run every candidate on (calls of the entry
-    point, never expected outputs: which answer is right is what the candidates vote on)."""
+    point, never expected outputs: which answer is right is what the candidates vote on). A statement
+    that does not show the entry point's signature comes with its reference's, never with tests."""
     statement = problem.starter_code.rstrip() if problem.source == "humaneval" else problem.question.strip()
+    if signature(problem) and f"def {problem.fn_name}(" not in statement:
+        statement += f"\n\n```python\n{signature(problem)}\n```"
     fn = problem.fn_name.split(".")[-1]
     return [{"role": "system", "content": SYSTEM},
             {"role": "user", "content": TEST_INPUTS.format(statement=statement, n=n, fn=fn)}]

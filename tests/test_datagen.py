@@ -14,7 +14,7 @@ from datagen.export import balance, export, split_problems, tree_stats
 from datagen.tree import TreeConfig, examples, grow_tree, grow_trees, judge_tree, select_forks, to_networkx
 from judge import Problem, ProblemError, load_dataset
 from lm.models import ModelError, resolve_model
-from lm.prompts import build_program, code_block_closed, extract_code, messages
+from lm.prompts import build_program, code_block_closed, extract_code, messages, test_input_messages
 from lm.sampling import SamplingParams
 
 APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
@@ -35,6 +35,12 @@ def test_prompt_framing_per_problem_kind():
     mbpp = Problem(id="m", question="Square it.", kind="assert", fn_name="sq", tests=["assert sq(2) == 4\n"],
                    metadata={"test_list": ["assert sq(2) == 4"]})
     assert "`sq`" in messages(mbpp)[-1]["content"] and "assert sq(2) == 4" in messages(mbpp)[-1]["content"]
+    # Without the tests: the reference's signature instead, and nothing the judge runs.
+    mbpp.references = ["import math\n\ndef sq(x, *, power=2):\n    return x ** power\n"]
+    hidden = messages(mbpp, tests=False)[-1]["content"]
+    assert "def sq(x, *, power=2):" in hidden and "assert" not in hidden and "sq(2)" not in hidden
+    assert "def sq(x, *, power=2):" in test_input_messages(mbpp)[-1]["content"]
+    assert messages(he, tests=False) == messages(he)  # HumanEval's prompt shows no tests to hide
     # The code-only framing: same problem text, no reasoning asked for.
     for p in (stdio_p, call_p, he, mbpp):
         code, reason = messages(p, "code")[-1]["content"], messages(p, "reason")[-1]["content"]
