@@ -105,9 +105,15 @@ class Rows:
         return 0 if self.mask is None else self.mask.shape[0]
 
     def advance(self, forward, tokens):
-        """Feed one token per row (a list or a tensor, in row order); returns the forward's output."""
+        """Feed one token per row (a list or a tensor, in row order); returns the forward's output.
+        Columns that are padding in every row (their rows have left, or were freed) are dropped
+        first: a view change, no copy."""
         ids = torch.as_tensor(tokens, device=self.mask.device).reshape(-1, 1)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self), 1)], dim=1)
+        start = int(self.mask.argmax(dim=1).min())
+        if start > 0:
+            self.mask = self.mask[:, start:]
+            self.cache.drop_front(start)
         out, self.cache = forward(ids, self.cache, self.mask, self.pos[:, None])
         self.pos = self.pos + 1
         return out
@@ -138,6 +144,34 @@ class Rows:
         if start > 0:
             self.mask = self.mask[:, start:]
             self.cache.drop_front(start)
+
+    def free(self, row):
+        """Row `row` no longer holds anything: its positions are masked out, so they keep no column
+        alive. It stays in the batch (fed whatever token, read by nobody) until `place` refills it:
+        retiring it would copy every other row's cache."""
+        self.mask[row] = 0
+
+    def place(self, row, source, j):
+        """Row j of `source` (its real positions) into row `row`, right-aligned with the other rows
+        (it continues from their next column); the row's earlier contents are masked out. Copies
+        only that row's positions, unless the batch must first grow wider on the left to hold them."""
+        n = int(source.mask[j].sum())
+        if n > self.mask.shape[1]:
+            self._widen(n)
+        width = self.mask.shape[1]
+        for mine, theirs in zip(self.cache.layers, source.cache.layers):
+            mine.keys[row, :, width - n:] = theirs.keys[j, :, theirs.keys.shape[2] - n:]
+            mine.values[row, :, width - n:] = theirs.values[j, :, theirs.values.shape[2] - n:]
+        self.mask[row] = 0
+        self.mask[row, width - n:] = 1
+        self.pos[row] = source.pos[j]
+
+    def _widen(self, width):
+        cache = GrowingCache()
+        for layer_idx, layer in enumerate(self.cache.layers):
+            cache.update(_pad_left(layer.keys, width), _pad_left(layer.values, width), layer_idx)
+        self.cache = cache
+        self.mask = torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0))
 
     @classmethod
     def merge(cls, parts):

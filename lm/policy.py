@@ -160,8 +160,8 @@ class HFPolicy(TokenizerOps):
         pending = iter(enumerate(requests))
         live = _Batch(self, features)
         waiting = next(pending, None)
-        while waiting is not None or live.rows:
-            joining, rows = [], len(live.rows)
+        while waiting is not None or live.live_rows:
+            joining, rows = [], live.live_rows
             while waiting is not None and (not rows or rows + waiting[1][1] <= max_rows):
                 index, (prefix, n, params) = waiting
                 joining.append((index, list(prefix), n, params))
@@ -169,6 +169,8 @@ class HFPolicy(TokenizerOps):
                 waiting = next(pending, None)
             if joining:
                 live.admit(joining)
+            elif waiting is None and 2 * live.live_rows <= len(live.slots):
+                live.compact()  # the last rows: stop feeding the free slots
             yield from live.step()
 
     def _state_rows(self, state, lengths, k):
@@ -235,25 +237,36 @@ class HFPolicy(TokenizerOps):
 
 
 class _Batch:
-    """The live rows of HFPolicy.sample_many: a left-padded lm.kvcache.Rows (its KV cache with room
-    to grow, a mask of each row's real positions, each row's next position id), each row's tokens so
-    far and its request; with `features`, each row's running sum of its final hidden states."""
+    """The rows of HFPolicy.sample_many: a left-padded lm.kvcache.Rows (its KV cache with room to
+    grow, a mask of each row's real positions, each row's next position id), and per row its
+    owner (request index, sample index) or None when free; each request's tokens so far; with
+    `features`, each row's running sum of its final hidden states.
+
+    A row that ends frees its slot in place, and a joining request's rows are written into free
+    slots: retiring or appending rows would copy the whole cache each time a sample ends, which on
+    CPU cost more than the forward passes themselves. A free slot is fed like the others until it
+    is refilled; when nothing waits to join and half the slots are free, the batch is compacted."""
 
     def __init__(self, policy, features=False):
         self.policy = policy
         self.features = features
         self.kv = Rows()
         self.logits = self.sums = None
-        self.rows = []          # per row: [request index, sample index]
+        self.slots = []         # per batch row: [request index, sample index], or None when free
         self.requests = {}      # index -> dict(prefix, params, generator, tokens, logprobs, finish, left, features)
+
+    @property
+    def live_rows(self):
+        return sum(s is not None for s in self.slots)
 
     def admit(self, joining):
         """Requests (index, prefix, n, params) join the batch: their prefixes prefilled together in
-        one left-padded forward (one pass over the weights for all of them), each then copied to its
-        n rows."""
+        one left-padded forward (one pass over the weights for all of them), each then copied into
+        n free slots (new slots at the end when too few are free)."""
         policy, device = self.policy, self.policy.device
         for index, prefix, n, params in joining:
-            first = self.requests[self.rows[0][0]]["params"] if self.rows else joining[0][3]
+            live = next((s for s in self.slots if s is not None), None)
+            first = self.requests[live[0]]["params"] if live else joining[0][3]
             if (first.temperature, first.top_p) != (params.temperature, params.top_p):
                 raise ValueError("sample_many: all requests must share temperature and top_p")
             generator = torch.Generator(device=device)
@@ -263,69 +276,80 @@ class _Batch:
                                     "finish": ["length"] * n, "features": [None] * n}
         prefilled, (logits, hidden) = Rows.prefill(policy._forward_last, [prefix for _, prefix, _, _ in joining], device)
         copies = [j for j, (_, _, n, _) in enumerate(joining) for _ in range(n)]
-        self.kv = Rows.merge([self.kv, prefilled.take(copies)])
-        logits = logits[torch.tensor(copies, device=device)]
-        self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
-        if self.features:
-            sums = hidden.new_zeros(len(copies), hidden.shape[-1], dtype=torch.float32)
-            self.sums = sums if self.sums is None else torch.cat([self.sums, sums])
-        self.rows += [[index, i] for index, _, n, _ in joining for i in range(n)]
+        owners = [[index, i] for index, _, n, _ in joining for i in range(n)]
+        free = [b for b, s in enumerate(self.slots) if s is None][:len(copies)]
+        for b, j, owner in zip(free, copies, owners):
+            self.kv.place(b, prefilled, j)
+            self.logits[b] = logits[j]
+            if self.features:
+                self.sums[b] = 0
+            self.slots[b] = owner
+        extra = copies[len(free):]
+        if extra:
+            self.kv = Rows.merge([self.kv, prefilled.take(extra)])
+            more = logits[torch.tensor(extra, device=device)]
+            self.logits = more if self.logits is None else torch.cat([self.logits, more])
+            if self.features:
+                sums = hidden.new_zeros(len(extra), hidden.shape[-1], dtype=torch.float32)
+                self.sums = sums if self.sums is None else torch.cat([self.sums, sums])
+            self.slots += owners[len(free):]
 
     def step(self):
-        """Pick one token for every live row, run the next forward, retire finished rows and requests.
-        With features, a row that has just ended is still fed its last token (its hidden state is part
-        of the program's mean), and leaves after that forward."""
+        """Pick one token for every live row, run the next forward, free finished rows and yield
+        finished requests. A row that has just ended is still fed its last token (with features,
+        its hidden state is part of the program's mean) and frees its slot after that forward."""
         policy = self.policy
-        params = self.requests[self.rows[0][0]]["params"]
-        uniforms = torch.cat([torch.rand(1, generator=self.requests[r]["generator"], device=policy.device)
-                              for r, _ in self.rows])
+        live = [b for b, s in enumerate(self.slots) if s is not None]
+        params = self.requests[self.slots[live[0]][0]]["params"]
+        dead = [b for b, s in enumerate(self.slots) if s is None]
+        if dead:  # a free slot's logits are noise: make them one sure token, so top-p stays cheap
+            idx = torch.tensor(dead, device=policy.device)
+            self.logits[idx] = float("-inf")
+            self.logits[idx, 0] = 0.0
+        uniforms = torch.cat([torch.rand(1, generator=self.requests[s[0]]["generator"], device=policy.device)
+                              if s is not None else torch.zeros(1, device=policy.device) for s in self.slots])
         nxt, chosen = sample_tokens(self.logits, params, uniforms)
-        keep, done = [], []
-        for b, ((r, i), tok, lp) in enumerate(zip(self.rows, nxt.tolist(), chosen.tolist())):
+        ended, done = [], []
+        for b, tok, lp in zip(live, nxt[live].tolist(), chosen[live].tolist()):
+            r, i = self.slots[b]
             req = self.requests[r]
             toks = req["tokens"][i]
             toks.append(tok)
             req["logprobs"][i].append(lp)
-            ended = policy.finish_reason(req["prefix"], toks, req["params"])
-            if ended:
-                req["finish"][i] = ended
-            else:
-                keep.append(b)
+            finish = policy.finish_reason(req["prefix"], toks, req["params"])
+            if not finish:
                 continue
+            req["finish"][i] = finish
+            ended.append(b)
             req["left"] -= 1
             if req["left"] == 0:
                 done.append(r)
-        policy.stats.generated_tokens += len(self.rows)
-        if not self.features and len(keep) < len(self.rows):
-            self._select(keep)
-            nxt = nxt[keep]
-        if self.rows:
-            self._advance(nxt)
-        if self.features and len(keep) < len(self.rows):
-            for b in sorted(set(range(len(self.rows))) - set(keep)):
-                r, i = self.rows[b]
-                req = self.requests[r]
-                req["features"][i] = self.sums[b] / len(req["tokens"][i])
-            self._select(keep, logits=True)
+        policy.stats.generated_tokens += len(live)
+        if len(ended) < len(live) or self.features:
+            self.logits, hidden = self.kv.advance(policy._forward_last, nxt)
+            if self.features:
+                self.sums += hidden.float()
+        for b in ended:
+            r, i = self.slots[b]
+            if self.features:
+                self.requests[r]["features"][i] = self.sums[b] / len(self.requests[r]["tokens"][i])
+            self.slots[b] = None
+            self.kv.free(b)
+        if not any(self.slots):
+            self.kv, self.logits, self.sums, self.slots = Rows(), None, None, []
         for r in done:
             req = self.requests.pop(r)
             yield r, [Completion(t, lp, policy.decode(t), f, feat)
                       for t, lp, f, feat in zip(req["tokens"], req["logprobs"], req["finish"], req["features"])]
 
-    def _advance(self, tokens):
-        self.logits, hidden = self.kv.advance(self.policy._forward_last, tokens)
-        if self.features:
-            self.sums += hidden.float()
-
-    def _select(self, keep, logits=False):
-        """Keep these rows; their logits too when no forward replaces them before they are read."""
-        self.rows = [self.rows[b] for b in keep]
-        self.kv.keep(keep)
-        if not keep:
-            self.logits = self.sums = None
+    def compact(self):
+        """Drop the free slots (one copy of the live rows' cache)."""
+        keep = [b for b, s in enumerate(self.slots) if s is not None]
+        if len(keep) == len(self.slots):
             return
+        self.kv.keep(keep)
         idx = torch.tensor(keep, device=self.policy.device)
-        if logits:
-            self.logits = self.logits[idx]
+        self.logits = self.logits[idx]
         if self.features:
             self.sums = self.sums[idx]
+        self.slots = [self.slots[b] for b in keep]

@@ -287,7 +287,7 @@ def test_sample_tokens_draws_the_exact_top_p_distribution(monkeypatch, candidate
     assert greedy.item() == 0 and abs(logprob.item() - torch.log_softmax(logits, 0)[0].item()) < 1e-5
 
 
-def test_sample_many_equals_per_prompt_sampling(tiny_policy):
+def test_sample_many_equals_per_prompt_sampling(tiny_policy, monkeypatch):
     """Many prompts in one refilled batch (rows joining and leaving, a left-padded cache) give each
     prompt exactly the greedy tokens and log-probs it gets alone."""
     from lm.sampling import SamplingParams
@@ -301,6 +301,16 @@ def test_sample_many_equals_per_prompt_sampling(tiny_policy):
         for a, b in zip(alone[i], together[i]):
             assert a.tokens == b.tokens and a.finish_reason == b.finish_reason
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+    # The longest prompt joins last, into slots freed by shorter rows: the batch first grows wider
+    # on the left to hold it, and every row's tokens stay its own.
+    from lm.kvcache import Rows
+    widened, widen = [], Rows._widen
+    monkeypatch.setattr(Rows, "_widen", lambda self, width: (widened.append(width), widen(self, width))[1])
+    order = [2, 0, 3, 1]
+    late = dict(tiny_policy.sample_many([(prompts[i], 2, params[i]) for i in order], max_rows=4))
+    assert widened
+    for j, i in enumerate(order):
+        assert [c.tokens for c in late[j]] == [c.tokens for c in alone[i]]
     # Sampled: every request gets its n completions within its own length limit, reproducibly.
     hot = [(p, 3, SamplingParams(max_new_tokens=8, temperature=1.0, seed=i)) for i, p in enumerate(prompts)]
     first = dict(tiny_policy.sample_many(hot, max_rows=6))
@@ -586,3 +596,4 @@ def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
     assert got["a"] == ["f(1, [2, 3])", "f(2)", "f(-1, [])", "f(a=1, b='s')"]
     assert got["b"] == ["Solution().f(1, [2, 3])", "Solution().f(2)", "Solution().f(-1, [])", "Solution().f(a=1, b='s')"]
     assert got["c"] == []
+
