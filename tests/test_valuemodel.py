@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -628,6 +629,63 @@ def _other_model(tmp_path):
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
+def _free_port():
+    """A port no process listens on now: each launch's processes meet there (torchrun's default port
+    can still be held by the previous launch's)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_fsdp_training_on_two_processes_matches_one_and_resumes(tiny_model_dir, tmp_path):
+    """--fsdp under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU): the trained
+    layers are sharded across the processes (FSDP2), the head and frozen bottom stay whole; the
+    losses and weights are one process's (with gradient checkpointing too), and a run stopped
+    after one epoch resumes from its gathered state to the same end."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    rows = _rows(16)
+    for r in rows:
+        r["tokenizer"], r["policy"] = None, tiny_model_dir
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["train", "--data", str(data), "--base", tiny_model_dir, "--last-layers", "2", "--lr", "1e-2",
+            "--batch-size", "2", "--problems-per-step", "3", "--dtype", "float32", "--device", "cpu", "--json"]
+    env = dict(os.environ, FORKCODE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--main_process_port", str(_free_port()),
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuemodel.cli"]
+
+    def run(cmd, out, epochs, *more, ok=True):
+        done = subprocess.run([*cmd, *args, "--epochs", str(epochs), "--out", str(tmp_path / out), *more],
+                              capture_output=True, text=True, env=env)
+        assert (done.returncode == 0) == ok, done.stderr[-3000:]
+        if "--fsdp" in more:  # each process holds half of the trained layers' parameters
+            shards = re.findall(r"2 trained layers sharded \(FSDP2\): ([\d,]+) of their ([\d,]+)", done.stderr)
+            assert len(shards) == 2 and all(2 * int(a.replace(",", "")) == int(b.replace(",", "")) for a, b in shards)
+        return [h["loss"] for h in json.loads(done.stdout.strip().splitlines()[-1])["history"]] if ok else None
+    one = run([sys.executable, "-m", "valuemodel.cli"], "one", 2)
+    two = run(launch, "two", 2, "--fsdp", "--gradient-checkpointing")  # recomputed activations: the same math
+    assert len(one) == 2 and one == pytest.approx(two, abs=1e-5)
+    # Stopped while saving after the first epoch (a directory where the weights go), then resumed.
+    (tmp_path / "resumed" / "delta.safetensors").mkdir(parents=True)
+    run(launch, "resumed", 1, "--fsdp", ok=False)
+    assert (tmp_path / "resumed" / "train_state.pt").exists()
+    (tmp_path / "resumed" / "delta.safetensors").rmdir()
+    assert run(launch, "resumed", 2, "--fsdp", "--resume") == pytest.approx(two, abs=1e-5)
+    a, b, c = (load_file(str(tmp_path / name / "delta.safetensors")) for name in ("one", "two", "resumed"))
+    assert a.keys() == b.keys() == c.keys() and any(".layers." in k for k in a)
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=2e-2), name  # bf16 on disk
+        assert torch.allclose(b[name].float(), c[name].float(), atol=2e-2), name
+    one_process = subprocess.run([sys.executable, "-m", "valuemodel.cli", *args, "--epochs", "1", "--fsdp",
+                                  "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=env)
+    assert one_process.returncode != 0 and "--fsdp" in one_process.stderr.strip().splitlines()[-1]
+
+
 def test_training_under_accelerate_on_two_processes_matches_one(tiny_model_dir, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): each process computes half of every step's
     problems and the gradients are summed across them, so the losses and the trained weights are
@@ -650,7 +708,8 @@ def test_training_under_accelerate_on_two_processes_matches_one(tiny_model_dir, 
     # accelerate's --multi_gpu launcher starts the processes (torch.distributed.run); on a machine
     # without GPUs each one's Accelerator(cpu=True) joins them over gloo (MULTI_CPU).
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuemodel.cli",
+                          "--num_machines", "1", "--main_process_port", str(_free_port()), "--mixed_precision", "no",
+                          "--dynamo_backend", "no", "-m", "valuemodel.cli",
                           *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "MULTI_CPU" in two.stderr  # two processes ran (each logs its rank)

@@ -337,12 +337,12 @@ class ValueModel:
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in names)
 
-    def save(self, path, extra=None, dtype=None):
-        """Writes only the trained tensors (in `dtype`, default the model's) and the config that
-        names the base."""
+    def save(self, path, extra=None, dtype=None, tensors=None):
+        """Writes only the trained tensors (in `dtype`, default the model's; `tensors`: these instead
+        of the model's own, e.g. gathered from shards) and the config that names the base."""
         from safetensors.torch import save_file
         os.makedirs(path, exist_ok=True)
-        params = dict(self.model.named_parameters())
+        params = tensors or dict(self.model.named_parameters())
         delta = {n: params[n].detach().to(dtype or params[n].dtype).contiguous().cpu()
                  for n in trainable_names(self.model, self.last_layers)}
         with atomic_path(os.path.join(path, DELTA_WEIGHTS)) as tmp:

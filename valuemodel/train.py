@@ -32,7 +32,7 @@ from common.cli import ConfigError, option
 from common.store import StoreError, atomic_path, portable_path, read_jsonl
 from datagen.export import ExampleRow
 from lm.models import vocab_fingerprint
-from valuemodel.model import AGGREGATES, head_module
+from valuemodel.model import AGGREGATES, decoder_layers, head_module
 
 IGNORE = -100.0
 STATE = "train_state.pt"
@@ -61,6 +61,11 @@ class TrainConfig:
                                      "learns from: about half the frozen cache on MBPP)")
     problems_per_step: int = option(1, "problems (batches) whose mean loss makes one optimizer step; under `accelerate "
                                        "launch` with N processes each computes 1/N of them (default %(default)s)")
+    fsdp: bool = option(False, "under `accelerate launch` with N processes: shard the trained layers, their gradients "
+                               "and optimizer state across the processes (FSDP2), for critics too large to train "
+                               "replicated; the frozen bottom and the head stay whole in every process")
+    gradient_checkpointing: bool = option(False, "recompute the trained layers' activations in the backward pass "
+                                                 "instead of keeping them (less memory for long rows and many layers)")
     cache: bool = True            # compute the frozen layers once (else every step): the --no-cache option
     logging_steps: int = 10
 
@@ -429,6 +434,7 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None, accelerator=None):
     process computes its share of a step's batches and the gradients are summed across processes
     (accelerate's all-reduce), so N processes take the steps one process would."""
     n, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
+    sharded = any(_is_sharded(p) for p in vm.model.parameters())
     vm.model.train()
     # Over a bf16 base, the trained layers compute in bf16 too (autocast; fp32 master weights and loss).
     low = vm.model.get_input_embeddings().weight.dtype == torch.bfloat16
@@ -438,16 +444,23 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None, accelerator=None):
     for step, group in enumerate(steps, 1):
         optimizer.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=vm.device)
-        for indices in group[rank::n]:
+        mine = group[rank::n]
+        # Sharded layers gather their weights in every forward and reduce their gradients in every
+        # backward, all processes together: each runs as many batches, the missing ones at weight 0.
+        runs = [(b, 1.0) for b in mine] + [(group[0], 0.0)] * ((-(-len(group) // n) - len(mine)) if sharded else 0)
+        for indices, weight in runs:
             hidden, mask, labels, outcome = frozen.batch(indices)
             with torch.autocast(device_type=vm.device.type, dtype=torch.bfloat16, enabled=low):
                 logits = vm.top_logits(hidden, mask, final=frozen.final)
-            part = problem_loss(logits, labels, outcome, cfg.pairwise, cfg.aggregate) / len(group)
+            part = weight * problem_loss(logits, labels, outcome, cfg.pairwise, cfg.aggregate) / len(group)
             part.backward()
             loss += part.detach()
-        if n > 1:  # a process with no batch in this step adds zeros
+        if n > 1:  # a process with no batch in this step adds zeros; FSDP averaged the sharded gradients
             for p in params:
-                p.grad = accelerator.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="sum")
+                if _is_sharded(p):
+                    p.grad.mul_(n)
+                else:
+                    p.grad = accelerator.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="sum")
             loss = accelerator.reduce(loss, reduction="sum")
         optimizer.step()
         total += loss.item()
@@ -455,6 +468,60 @@ def run_epoch(vm, frozen, batches, optimizer, cfg, log=None, accelerator=None):
             log({"step": step, "loss": round(total / step, 5)})
     vm.model.eval()
     return total / max(len(steps), 1), time.perf_counter() - start
+
+
+def _is_sharded(t):
+    from torch.distributed.tensor import DTensor
+    return isinstance(t, DTensor)
+
+
+def _whole(t):
+    """A sharded tensor gathered whole (a collective: every process calls it), else t."""
+    return t.full_tensor() if _is_sharded(t) else t
+
+
+def _split_like(value, param):
+    """A whole tensor (a saved state) split across the processes as `param` is, else as it is."""
+    from torch.distributed.tensor import distribute_tensor
+    if _is_sharded(param) and torch.is_tensor(value) and value.dim() > 0:
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value
+
+
+def shard_trained_layers(vm):
+    """FSDP2 (torch's fully_shard) over each trained decoder layer: its weights, gradients and
+    optimizer state split across the processes and gathered layer by layer for each forward. The
+    frozen bottom stays whole in every process (its features are computed once, with no collective)
+    and so does the head (small)."""
+    from torch.distributed.fsdp import fully_shard
+    layers = decoder_layers(vm.model)
+    trained = list(layers)[len(layers) - vm.last_layers:]
+    for layer in trained:
+        fully_shard(layer)
+    local = sum(p.to_local().numel() for layer in trained for p in layer.parameters())
+    whole = sum(p.numel() for layer in trained for p in layer.parameters())
+    print(f"valuemodel: {len(trained)} trained layers sharded (FSDP2): {local:,} of their {whole:,} parameters here",
+          file=sys.stderr)
+
+
+def trained_state(vm, optimizer):
+    """The trained tensors and the optimizer state, whole (gathered from the shards under --fsdp)."""
+    trainable = {n: _whole(p.detach()) for n, p in vm.model.named_parameters() if p.requires_grad}
+    opt = optimizer.state_dict()
+    opt["state"] = {k: {name: _whole(v) for name, v in st.items()} for k, st in opt["state"].items()}
+    return trainable, opt
+
+
+def load_trained_state(vm, optimizer, trainable, opt):
+    """trained_state's output back into the model and optimizer, split as their tensors are."""
+    params = dict(vm.model.named_parameters())
+    with torch.no_grad():
+        for name, value in trainable.items():
+            p = params[name]
+            (p.to_local() if _is_sharded(p) else p).copy_(_split_like(value, p).to_local() if _is_sharded(p) else value)
+    ordered = [p for group in optimizer.param_groups for p in group["params"]]
+    opt["state"] = {k: {name: _split_like(v, ordered[k]) for name, v in st.items()} for k, st in opt["state"].items()}
+    optimizer.load_state_dict(opt)
 
 
 def distributed_accelerator(device):
@@ -484,6 +551,15 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     vm.aggregate = cfg.aggregate
     vm.upcast_trainable()  # fp32 master weights: bf16 would round away Adam's small steps
     frozen = frozen_features(vm, feats, cfg, progress, spread)
+    accelerator = distributed_accelerator(vm.device)
+    main = accelerator is None or accelerator.is_main_process  # only it logs and writes
+    if cfg.fsdp:
+        if accelerator is None or vm.last_layers == 0:
+            raise ConfigError("--fsdp shards trained layers across processes: run under `accelerate launch "
+                              "--num_processes N` (N > 1) with --last-layers > 0")
+        shard_trained_layers(vm)
+    if cfg.gradient_checkpointing:
+        vm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in vm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, first_epoch = [], 0
@@ -491,14 +567,11 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     state_path = os.path.join(out_dir, STATE)
     if resume and os.path.exists(state_path):
         state = torch.load(state_path, map_location=vm.device, weights_only=False)
-        vm.model.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        load_trained_state(vm, optimizer, state["trainable"], state["optimizer"])
         history, first_epoch = state["history"], state["epoch"]
     rng = random.Random(cfg.seed)
     epochs = math.ceil(cfg.epochs)
     all_batches = [problem_batches(feats, cfg.batch_size, rng) for _ in range(epochs)]
-    accelerator = distributed_accelerator(vm.device)
-    main = accelerator is None or accelerator.is_main_process  # only it logs and writes
     log = (lambda entry: print(json.dumps(entry), flush=True)) if progress and main else None
     for epoch in range(first_epoch, epochs):
         batches = all_batches[epoch]
@@ -508,19 +581,18 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 2), "batches": len(batches)})
         if log:
             log(history[-1])
-        names = {n for n, p in vm.model.named_parameters() if p.requires_grad}
-        state = {"trainable": {n: p for n, p in vm.model.state_dict().items() if n in names},
-                 "optimizer": optimizer.state_dict(), "history": history, "epoch": epoch + 1}
+        trainable, opt = trained_state(vm, optimizer)  # every process: gathering shards is a collective
         if main:
             with atomic_path(state_path) as tmp:
-                torch.save(state, tmp)
-    if not main:
-        return history
+                torch.save({"trainable": trainable, "optimizer": opt, "history": history, "epoch": epoch + 1}, tmp)
     eval_loss = None
-    if eval_path:
+    if eval_path and (main or cfg.fsdp):  # sharded layers evaluate in every process together
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base,
                                                     cfg.max_length), cfg)
-    vm.save(out_dir, dtype=torch.bfloat16, extra={"train": {
+    trainable = trained_state(vm, optimizer)[0] if cfg.fsdp else None
+    if not main:
+        return history
+    vm.save(out_dir, dtype=torch.bfloat16, tensors=trainable, extra={"train": {
         "data": portable_path(data_path), "examples": len(feats),
         "problems": len({f["problem_id"] for f in feats}),
         "labelled_tokens": sum(sum(1 for x in f["labels"] if x != IGNORE) for f in feats),
