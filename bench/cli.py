@@ -146,6 +146,7 @@ def main(argv=None):
                    help="comma-separated, from " + ", ".join(STRATEGIES) + " (sample: only best_of_k's judged samples, no value model)")
 
     add_model_and_search_options(q)
+    q.set_defaults(select="value")  # the report measures the critic: its best_of_k picks by the critic alone
     add_worker_options(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     r = sub.add_parser("report", help="rewrite a quality directory's report from its runs")

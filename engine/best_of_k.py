@@ -75,9 +75,9 @@ def best_of_k(policy, value, problem, cfg):
     with stats.phase("value"):
         ranked = rank_candidates(value, prompt, candidates, cfg.dedupe, load_checker(problem, cfg))
     if cfg.select != "value":
-        from engine.select import policy_inputs, rerank
+        from engine.select import USES_AGREEMENT, policy_inputs, rerank
         with stats.phase("select"):
-            inputs = policy_inputs(policy, [problem])[problem.id] if "agreement" in cfg.select else []
+            inputs = policy_inputs(policy, [problem])[problem.id] if cfg.select in USES_AGREEMENT else []
             ranked, stats.extra["sandbox_runs"] = rerank(problem, ranked, cfg.select, inputs=inputs)
     stats.extra["unique_programs"] = len(ranked)
     return DecodeResult("best_of_k", ranked[0].program, ranked[0].value, ranked, stats.as_dict())

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from common.cli import ConfigError, option
-from engine.select import RANKERS
+from engine.select import DEFAULT_SELECT, RANKERS
 from lm.prompts import DEFAULT_FRAMING, FRAMINGS, PROMPT_OPTION
 
 
@@ -55,9 +55,11 @@ class DecodeConfig:
                                       "--no-prompt-tests shows only the reference's signature")
     load_check: bool = option(True, "best_of_k: run each program once in the sandbox without tests and rank "
                                     "those that fail to import last (assert problems: HumanEval, MBPP; default: on)")
-    select: str = option("value", "best_of_k: how to pick: value (the critic alone, default), or with the examples of the "
-                                  "statement run in the sandbox: examples+value, examples, agreement, "
-                                  "examples+agreement+value", choices=tuple(RANKERS))
+    select: str = option(DEFAULT_SELECT, "best_of_k: how to pick: value (the critic alone), or with the statement's "
+                                         "examples and the policy's test inputs run in the sandbox: examples+value, "
+                                         "examples, agreement, examples+agreement+value, or fitted (weights on all of it "
+                                         "fitted on training problems; results/qwen/selection-fit) (default %(default)s)",
+                         choices=tuple(RANKERS))
 
     def __post_init__(self):
         if self.select not in RANKERS:

@@ -155,6 +155,32 @@ def loads_many(programs, **options):
 _OUTPUT_MARK = "\x1eforkcode-output\x1e"
 
 
+def stdin_outputs(program, inputs, *, timeout=JUDGE_TIMEOUT, limits=None):
+    """What a stdin/stdout program prints for each input, run in the sandbox, each in a fresh
+    process under the judge's limits: its standard output, or the way it failed ("error:
+    ValueError", "timeout", "memory_limit", "output_limit", "compile_error"), as call_outputs
+    gives a function's answers."""
+    limits = limits or Limits()
+    if not inputs:
+        return []
+    if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
+        return ["compile_error"] * len(inputs)
+    probe = Problem(id="stdin", question="", kind="stdio", inputs=list(inputs), outputs=[""] * len(inputs))
+    header, raws = run_job(program, "stdio", probe.inputs, timeout=timeout, limits=limits)
+    if "compile_error" in header:
+        return ["compile_error"] * len(inputs)
+    out = ["timeout"] * len(inputs)  # the inputs after a timeout do not run
+    for raw in raws:
+        result = _classify(raw, probe, raw["i"], "strict", limits)
+        if result.status in ("pass", "wrong_answer"):  # it printed something (or nothing) and ended well
+            out[raw["i"]] = raw["stdout"]
+        elif result.status == "runtime_error":
+            out[raw["i"]] = f"error: {(raw.get('status') or {}).get('exc') or 'exit'}"
+        else:
+            out[raw["i"]] = result.status
+    return out
+
+
 def call_outputs(program, calls, *, timeout=JUDGE_TIMEOUT, limits=None):
     """What each call expression (e.g. "add(2, 3)") gives, run in the program's namespace in the
     sandbox, each in a fresh process under the judge's limits: the repr of its value, or the way it

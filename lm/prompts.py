@@ -125,7 +125,8 @@ def test_input_calls(text: str, fn_name: str, limit: int = 5):
     """The calls of `fn_name` (the last part of a dotted name, e.g. twoSum for Solution().twoSum) in
     a response to test_input_messages, with literal arguments only, in order, without repeats. A
     small model often writes them inside prints, asserts or doctest lines, or after a solution of
-    its own: any line of the response counts, and only the call is kept (never an expected value)."""
+    its own: any line of the response counts, and only the call is kept (never an expected value).
+    A method call of that name (`Solution().twoSum(...)`) counts as the bare call."""
     name = fn_name.split(".")[-1]
     calls = []
     for line in text.splitlines():
@@ -136,7 +137,10 @@ def test_input_calls(text: str, fn_name: str, limit: int = 5):
         except (SyntaxError, ValueError):
             continue
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name):
+            if not isinstance(node, ast.Call):
+                continue
+            method = isinstance(node.func, ast.Attribute) and node.func.attr == name  # Solution().f(...), s.f(...)
+            if not (method or isinstance(node.func, ast.Name) and node.func.id == name):
                 continue
             try:  # literal arguments only: a call that reads names or calls code is not an input
                 for arg in [*node.args, *(k.value for k in node.keywords)]:
@@ -144,6 +148,8 @@ def test_input_calls(text: str, fn_name: str, limit: int = 5):
             except (ValueError, SyntaxError, TypeError, RecursionError):
                 continue
             call = ast.get_source_segment(line, node)
+            if call and method:  # the call by the bare name, as for a function
+                call = name + call[len(ast.get_source_segment(line, node.func)):]
             if call and call not in calls:
                 calls.append(call)
     return calls[:limit]

@@ -24,6 +24,7 @@ from common.store import write_json_atomic, write_text_atomic
 from engine.select import RANKERS, evidence, pick_pass_rate
 from judge import call_outputs, load_dataset
 from judge.examples import statement_examples
+from judge.problems import select_mbpp_splits
 from valuemodel.metrics import random_pass_at_k
 
 
@@ -40,8 +41,10 @@ def problem_candidates(sample_row, ranked_row):
     return out
 
 
-def run(samples_dir, ranking_dir, dataset="humaneval", workers=2, inputs=None):
-    problems = {p.id: p for p in load_dataset(dataset)}
+def collect(samples_dir, ranking_dir, dataset="humaneval", workers=2, inputs=None, split=""):
+    """Per problem (ranked in `ranking_dir`), every distinct program's Evidence and whether it
+    passed; and what the sandbox runs cost."""
+    problems = {p.id: p for p in select_mbpp_splits(load_dataset(dataset), split)}
     with open(os.path.join(samples_dir, "runs", "sample.jsonl")) as f:
         samples = {r["problem_id"]: r for r in map(json.loads, f)}
     with open(os.path.join(ranking_dir, "runs", "best_of_k.jsonl")) as f:
@@ -61,15 +64,25 @@ def run(samples_dir, ranking_dir, dataset="humaneval", workers=2, inputs=None):
         per_problem.setdefault(pid, ([], []))
         per_problem[pid][0].append(evidence(value, out, examples, weight))
         per_problem[pid][1].append(passed)
-    rows = {name: [pick_pass_rate(c, p, name) for c, p in per_problem.values()] for name in RANKERS}
+    runs = sum(len(j[6]) for j in jobs)
+    cost = {"programs": len(jobs), "sandbox_runs": runs, "sandbox_runs_per_problem": runs / max(1, len(per_problem)),
+            "seconds": round(seconds, 1), "workers": workers,
+            "with_examples": sum(bool(statement_examples(problems[pid])) for pid in per_problem)}
+    return per_problem, cost
+
+
+def ranker_rows(per_problem, rankers=RANKERS, weights=None):
+    """Per ranker (and random, oracle), each problem's chance that the pick passes."""
+    rows = {name: [pick_pass_rate(c, p, name, weights) for c, p in per_problem.values()] for name in rankers}
     rows["random"] = [random_pass_at_k(sum(e.weight for e in c), sum(e.weight for e, x in zip(c, p) if x), 1)
                       for c, p in per_problem.values()]
     rows["oracle"] = [float(any(p)) for _, p in per_problem.values()]
-    runs = sum(len(j[6]) for j in jobs)
-    cost = {"programs": len(jobs), "sandbox_runs": runs, "sandbox_runs_per_problem": runs / len(per_problem),
-            "seconds": round(seconds, 1), "workers": workers}
-    with_examples = sum(bool(statement_examples(problems[pid])) for pid in per_problem)
-    return rows, cost, with_examples, len(per_problem)
+    return rows
+
+
+def run(samples_dir, ranking_dir, dataset="humaneval", workers=2, inputs=None):
+    per_problem, cost = collect(samples_dir, ranking_dir, dataset, workers, inputs)
+    return ranker_rows(per_problem), cost, cost["with_examples"], len(per_problem)
 
 
 def summarize(rows):
@@ -87,18 +100,21 @@ def summarize(rows):
 NAMES = {"random": "random pick (exact expectation)", "value": "critic alone (value)",
          "examples": "examples filter + random", "examples+value": "examples filter, then the critic",
          "agreement": "agreement on the inputs (largest cluster)",
-         "examples+agreement+value": "combined: examples, then agreement, then the critic", "oracle": "oracle (pass@k)"}
+         "examples+agreement+value": "combined: examples, then agreement, then the critic",
+         "fitted": "fitted: weights on the critic and the execution features (results/qwen/selection-fit)",
+         "oracle": "oracle (pass@k)"}
 
 
 COMPARED = [("examples+agreement+value", "value"), ("examples+agreement+value", "examples"), ("examples+value", "examples"),
-            ("examples+agreement+value", "examples+value")]
+            ("examples+agreement+value", "examples+value"), ("fitted", "value"), ("fitted", "examples"),
+            ("fitted", "examples+agreement+value")]
 
 
 def paired(rows):
     """Per pair of rankers, the mean per-problem difference of their picks' pass chance, with a
     bootstrap interval over problems (the same problems resampled for both)."""
     out = {}
-    for a, b in COMPARED:
+    for a, b in ((a, b) for a, b in COMPARED if a in rows and b in rows):
         diffs = [x - y for x, y in zip(rows[a], rows[b])]
         lo, hi = bootstrap(diffs, lambda s: sum(s) / len(s))
         out[f"{a} - {b}"] = {"difference": sum(diffs) / len(diffs), "ci95": [lo, hi],
@@ -113,7 +129,9 @@ def markdown(table, cost, with_examples, problems, samples_dir, ranking_dir, pai
              "Some statements' examples are also among the hidden tests. Agreement: the same outputs on the examples' "
              f"calls{' and the calls the policy wrote' if inputs else ''}. Intervals: bootstrap over problems.\n",
              "| ranker | pass@1 | 95% interval | gain over random | gap closed |", "|---|---|---|---|---|"]
-    for name in ("random", "value", "examples", "examples+value", "agreement", "examples+agreement+value", "oracle"):
+    for name in ("random", "value", "examples", "examples+value", "agreement", "examples+agreement+value", "fitted", "oracle"):
+        if name not in table:
+            continue
         r = table[name]
         lines.append(f"| {NAMES[name]} | {r['pass@1']:.1%} | [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | "
                      f"{r['gain_over_random']:+.1%} | {r['gap_closed']:.0%} |")

@@ -106,7 +106,7 @@ class FakeValue:
 def test_best_of_k_ranks_stored_judged_samples_with_every_ranker_and_resumes(tmp_path):
     policy, value = FakePolicy(), FakeValue()
     other = Problem(id="sum2", question=SUM.question, kind="stdio", inputs=SUM.inputs, outputs=SUM.outputs)
-    cfg = DecodeConfig(k=3)
+    cfg = DecodeConfig(k=3, select="value")
     rows = run_strategy(policy, value, [SUM, other], "best_of_k", cfg, str(tmp_path))
     assert policy.calls == [3, 3] and len(rows) == 2
     samples = [json.loads(line) for line in (tmp_path / "runs" / "sample.jsonl").read_text().splitlines()]
@@ -149,7 +149,7 @@ class CrashingPolicy(FakePolicy):
 
 @pytest.mark.parametrize("load_check", [True, False])
 def test_the_load_check_ranks_programs_that_fail_to_import_last(tmp_path, load_check):
-    rows = run_strategy(CrashingPolicy(), FakeValue(), [INC], "best_of_k", DecodeConfig(k=3, load_check=load_check),
+    rows = run_strategy(CrashingPolicy(), FakeValue(), [INC], "best_of_k", DecodeConfig(k=3, load_check=load_check, select="value"),
                         str(tmp_path))
     assert [c["verdict"] for c in rows[0]["candidates"]] == (
         ["wrong_answer", "pass", "runtime_error"] if load_check else ["runtime_error", "wrong_answer", "pass"])
@@ -181,7 +181,7 @@ def test_ranking_stored_samples_is_engine_best_of_k(tiny_policy, tiny_model_dir,
 
     value = ValueModel.from_base(tiny_model_dir, last_layers=1, dtype="float32", device="cpu")
     problem = load_dataset("humaneval")[2]
-    cfg = DecodeConfig(k=4, max_new_tokens=12, temperature=1.0, top_p=1.0, seed=3)
+    cfg = DecodeConfig(k=4, max_new_tokens=12, temperature=1.0, top_p=1.0, seed=3, select="value")
     direct = best_of_k(tiny_policy, value, problem, cfg)
     (row,) = sample_rows(OnlySample(tiny_policy), [problem], cfg)
     ranked = rank_samples(value, row, load_checker(problem, cfg))

@@ -60,7 +60,7 @@ PROBLEM = Problem(id="p", question="Print the sum of two integers read from one 
 
 def test_best_of_k_returns_highest_value_candidate(tiny_policy):
     value = ScriptedValue()
-    cfg = DecodeConfig(k=6, max_new_tokens=12, temperature=1.0, top_p=1.0, dedupe=False, seed=4)
+    cfg = DecodeConfig(k=6, max_new_tokens=12, temperature=1.0, top_p=1.0, dedupe=False, seed=4, select="value")
     r = best_of_k(tiny_policy, value, PROBLEM, cfg)
     prompt = tiny_policy.prompt_tokens(messages(PROBLEM))
     expected = [ScriptedValue.of(prompt + c.tokens) for c in r.candidates]
@@ -74,7 +74,7 @@ def test_best_of_k_returns_highest_value_candidate(tiny_policy):
 
 
 def test_best_of_k_dedupes_identical_programs(tiny_policy):
-    cfg = DecodeConfig(k=5, max_new_tokens=6, temperature=0.0, dedupe=True)  # greedy: all identical
+    cfg = DecodeConfig(k=5, max_new_tokens=6, temperature=0.0, dedupe=True, select="value")  # greedy: all identical
     r = best_of_k(tiny_policy, ScriptedValue(), PROBLEM, cfg)
     assert len(r.candidates) == 1 and r.candidates[0].duplicates == 4
     assert r.stats["unique_programs"] == 1
@@ -249,6 +249,8 @@ def test_readme_main_job_uses_the_shipped_value_model():
     out = json.loads(r.stdout.splitlines()[0])
     assert out["strategy"] == "best_of_k" and 0.0 <= out["value"] <= 1.0
     assert out["stats"]["value_tokens"] > 0 and out["verdict"]["total"] == 4
+    # The default pick runs the statement's example (one stdin input) for every distinct program.
+    assert out["stats"]["sandbox_runs"] == out["stats"]["unique_programs"]
 
 
 # --- the sampling loop ------------------------------------------------------------------------------
@@ -567,6 +569,11 @@ def test_select_on_a_stdin_problem_judges_the_statement_examples():
     wrong = Candidate("print(0)\n", "", [1], 0.9, "eos")
     ranked, runs = rerank(problem, [wrong, right], "examples+value")
     assert ranked[0] is right and runs == 2 and (right.examples_passed, wrong.examples_passed) == (1, 0)
+    # Agreement is on what they print: two programs printing the same wrong answer agree (trailing
+    # spaces aside), and outnumber the right one.
+    also_wrong = Candidate("print(0, end='  \\n\\n')\n", "", [1], 0.5, "eos")
+    ranked, runs = rerank(problem, [right, wrong, also_wrong], "agreement")
+    assert [c.agreement for c in (right, wrong, also_wrong)] == [1, 2, 2] and ranked[0] is wrong and runs == 3
 
 
 def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
@@ -579,6 +586,8 @@ def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
             "print(f(2))  # 4\n>>> f(-1, [])\nf(1, [2, 3])\nassert f(a=1, b='s') == 3\ng(1)\n")
     assert test_input_calls(text, "f") == ["f(1, [2, 3])", "f(2)", "f(-1, [])", "f(a=1, b='s')"]
     assert test_input_calls(text, "f", limit=1) == ["f(1, [2, 3])"]
+    methods = "sol = Solution()\nprint(sol.f([1], 2))\nSolution().f(3, 'x')\nSolution().g(1)\nsol.f(y)\n"
+    assert test_input_calls(methods, "Solution().f") == ["f([1], 2)", "f(3, 'x')"]
 
     class Scripted:  # a policy that always answers `text`
         def prompt_tokens(self, messages):
@@ -597,3 +606,43 @@ def test_policy_inputs_keeps_literal_calls_of_the_entry_point():
     assert got["b"] == ["Solution().f(1, [2, 3])", "Solution().f(2)", "Solution().f(-1, [])", "Solution().f(a=1, b='s')"]
     assert got["c"] == []
 
+
+def test_fitted_ranker_scores_standardized_features():
+    """The fitted ranker's features are taken within the problem (the critic's logit standardized,
+    so any critic's scale fits one weight), and its pick follows the weighted sum."""
+    from engine.select import agreement, best, evidence, features
+    from judge.examples import Example
+    examples = [Example("f(1)", "2")]
+    cands = [evidence(0.9, ["3", "x"], examples), evidence(0.3, ["2", "y"], examples, weight=2),
+             evidence(0.6, ["error: E", "timeout"], examples)]
+    f = features(cands, agreement(cands))
+    assert [round(x[1], 3) for x in f] == [0.0, 1.0, 0.0] and [x[2] for x in f] == [0.25, 0.5, 0.0]
+    assert [x[3] for x in f] == [0.0, 0.0, 1.0]
+    z = [x[0] for x in f]
+    assert abs(z[0] + 2 * z[1] + z[2]) < 1e-9 and z[0] > z[2] > z[1]
+    assert abs((z[0] ** 2 + 2 * z[1] ** 2 + z[2] ** 2) / 4 - 1) < 1e-9  # weighted mean 0, weighted std 1
+    assert best(cands, "fitted", (1, 0, 0, 0)) == best(cands, "value") == [0]
+    assert best(cands, "fitted", (0.2, 1, 0, 0)) == [1]
+    assert best(cands, "fitted", (1, 0, 0, 5)) == [2]
+    flat = [evidence(None, ["1"], []), evidence(None, ["1"], [])]
+    assert features(flat, agreement(flat))[0][0] == 0.0  # no critic: the value feature is 0 for all
+    assert best(flat, "fitted", (1, 1, 1, 1)) == [0, 1]
+
+
+def test_selection_fit_learns_the_feature_that_separates():
+    """research.selection_fit: on problems where agreement alone tells passing from failing, the
+    fit puts weight on agreement, and its CV pick beats the critic's when the critic is noise."""
+    import random as rnd
+
+    from engine.select import FEATURES, evidence
+    from research.selection_fit import fit, grouped_cv
+    gen = rnd.Random(0)
+    problems = {}
+    for n in range(20):
+        right = [evidence(gen.random(), ["1"], [], 1) for _ in range(3)]
+        wrong = [evidence(gen.random(), [str(2 + i)], [], 1) for i in range(3)]
+        problems[f"p{n}"] = (right + wrong, [True] * 3 + [False] * 3)
+    w = dict(zip(FEATURES, fit(list(problems.values()), 0.01)))
+    assert w["agreement"] > 1 and w["agreement"] > abs(w["value"])
+    cv = grouped_cv(problems, l2s=(0.01,), folds=4, seeds=1)
+    assert cv["fitted"]["0.01"][0] == 1.0 and cv["agreement"] == 1.0 and cv["value"] < 1.0

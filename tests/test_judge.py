@@ -393,3 +393,17 @@ def test_call_outputs_of_plain_and_hostile_programs():
     assert call_outputs("def f(x):\n    return bytearray(10**10)\n", ["f(1)"]) == ["memory_limit"]
     assert call_outputs("def f(:\n", ["f(1)"]) == ["compile_error"]
     assert call_outputs(good, []) == []
+
+
+def test_stdin_outputs_of_plain_and_hostile_programs():
+    """What a stdin program prints for each input, each in its own sandboxed process: a crash, a
+    hang or a flood is named instead, and costs at most the judge's limits."""
+    from judge import stdin_outputs
+    double = "n = int(input())\nprint(2 * n)\n"
+    assert stdin_outputs(double, ["2\n", "x\n", ""]) == ["4\n", "error: ValueError", "error: EOFError"]
+    assert stdin_outputs("while True:\n    pass\n", ["1\n", "2\n"], timeout=1.0) == ["timeout", "timeout"]
+    assert stdin_outputs("print('x' * 10**8)\n", ["1\n"], timeout=2.0) == ["output_limit"]
+    assert stdin_outputs("x = bytearray(10**10)\n", ["1\n"]) == ["memory_limit"]
+    assert stdin_outputs("print(:\n", ["1\n"]) == ["compile_error"]
+    assert stdin_outputs("import sys\nsys.exit(3)\n", ["1\n"]) == ["error: exit"]  # a non-zero exit
+    assert stdin_outputs(double, []) == []

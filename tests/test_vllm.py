@@ -118,7 +118,7 @@ def test_best_of_k_on_vllm(policies, problem, tmp_path):
     from valuemodel.model import ValueModel
     v, _ = policies
     value = ValueModel.from_base("smollm2", last_layers=1)
-    r = best_of_k(v, value, problem, DecodeConfig(k=3, max_new_tokens=48, seed=0))
+    r = best_of_k(v, value, problem, DecodeConfig(k=3, max_new_tokens=48, seed=0, select="value"))
     assert r.strategy == "best_of_k" and len(r.candidates) >= 1
     assert r.value == max(c.value for c in r.candidates) and all(0 <= c.value <= 1 for c in r.candidates)
     assert r.stats["policy_tokens"] == sum(len(c.tokens) * (1 + c.duplicates) for c in r.candidates)
