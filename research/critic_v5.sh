@@ -42,13 +42,14 @@ for step in $STEPS; do
     bench quality --dataset "$DATA/mbpp/mbpp.jsonl" --split validation --strategies sample --policy "$POLICY" \
       "${SAMPLING[@]}" --out "$OUT/mbpp-validation" --json > /dev/null
     ;;
-  data)  # training rows (MBPP training split + LeetCode), extra rows (MBPP seed-1 samples), held-out rows
+  data)  # training rows (MBPP training split, full MBPP's new problems, LeetCode), extra rows (MBPP seed-1 samples), held-out rows
     datagen export "$OUT/mbpp-train" --out runs/v5/mbpp --test-fraction 0 --json > /dev/null
+    datagen export "$OUT/mbpp-full-train" --out runs/v5/mbpp-full --test-fraction 0 --json > /dev/null
     datagen export "$OUT/leetcode-train" --out runs/v5/leetcode --test-fraction 0 --json > /dev/null
     datagen export "$OUT/mbpp-train-3" --out runs/v5/extra --test-fraction 0 --json > /dev/null
     datagen export "$OUT/mbpp-validation" --out runs/v5/heldout --test-fraction 1 --json > /dev/null
     mkdir -p runs/v5/train
-    cat runs/v5/mbpp/train.jsonl runs/v5/leetcode/train.jsonl > runs/v5/train/train.jsonl
+    cat runs/v5/mbpp/train.jsonl runs/v5/mbpp-full/train.jsonl runs/v5/leetcode/train.jsonl > runs/v5/train/train.jsonl
     ;;
   cv)  # the recipe: v3's at probe L2 0.1, 0.3 and 1, 5 folds x fold seeds 0-2, training problems only
     for l2 in 0.1 0.3 1; do
