@@ -14,7 +14,8 @@ from datagen.export import balance, export, split_problems, tree_stats
 from datagen.tree import TreeConfig, examples, grow_tree, grow_trees, judge_tree, select_forks, to_networkx
 from judge import Problem, ProblemError, load_dataset
 from lm.models import ModelError, resolve_model
-from lm.prompts import build_program, code_block_closed, extract_code, messages, test_input_messages
+from lm.prompts import build_program, code_block_closed, extract_code, messages
+from lm.prompts import test_input_messages as input_messages  # not test_*: pytest would collect it
 from lm.sampling import SamplingParams
 
 APPS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "apps", "train")
@@ -39,7 +40,7 @@ def test_prompt_framing_per_problem_kind():
     mbpp.references = ["import math\n\ndef sq(x, *, power=2):\n    return x ** power\n"]
     hidden = messages(mbpp, tests=False)[-1]["content"]
     assert "def sq(x, *, power=2):" in hidden and "assert" not in hidden and "sq(2)" not in hidden
-    assert "def sq(x, *, power=2):" in test_input_messages(mbpp)[-1]["content"]
+    assert "def sq(x, *, power=2):" in input_messages(mbpp)[-1]["content"]
     assert messages(he, tests=False) == messages(he)  # HumanEval's prompt shows no tests to hide
     # The code-only framing: same problem text, no reasoning asked for.
     for p in (stdio_p, call_p, he, mbpp):
