@@ -160,25 +160,10 @@ def stdin_outputs(program, inputs, *, timeout=JUDGE_TIMEOUT, limits=None):
     process under the judge's limits: its standard output, or the way it failed ("error:
     ValueError", "timeout", "memory_limit", "output_limit", "compile_error"), as call_outputs
     gives a function's answers."""
-    limits = limits or Limits()
-    if not inputs:
-        return []
-    if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
-        return ["compile_error"] * len(inputs)
     probe = Problem(id="stdin", question="", kind="stdio", inputs=list(inputs), outputs=[""] * len(inputs))
-    header, raws = run_job(program, "stdio", probe.inputs, timeout=timeout, limits=limits)
-    if "compile_error" in header:
-        return ["compile_error"] * len(inputs)
-    out = ["timeout"] * len(inputs)  # the inputs after a timeout do not run
-    for raw in raws:
-        result = _classify(raw, probe, raw["i"], "strict", limits)
-        if result.status in ("pass", "wrong_answer"):  # it printed something (or nothing) and ended well
-            out[raw["i"]] = raw["stdout"]
-        elif result.status == "runtime_error":
-            out[raw["i"]] = f"error: {(raw.get('status') or {}).get('exc') or 'exit'}"
-        else:
-            out[raw["i"]] = result.status
-    return out
+    # Compared with "" every output is a wrong answer: a run that ended well either way printed it.
+    return _outputs(program, probe, lambda raw, status: raw["stdout"] if status in ("pass", "wrong_answer") else None,
+                    timeout, limits)
 
 
 def call_outputs(program, calls, *, timeout=JUDGE_TIMEOUT, limits=None):
@@ -186,23 +171,33 @@ def call_outputs(program, calls, *, timeout=JUDGE_TIMEOUT, limits=None):
     sandbox, each in a fresh process under the judge's limits: the repr of its value, or the way it
     failed ("error: TypeError", "timeout", "memory_limit", "output_limit", "compile_error"). A
     program that hangs or floods its output costs at most the limits, as when it is judged."""
+    probe = Problem(id="calls", question="", kind="assert", tests=[f"print({_OUTPUT_MARK!r} + repr({c}))\n" for c in calls])
+
+    def value(raw, status):  # the repr printed after the mark (never the program's own prints)
+        return raw["stdout"].rsplit(_OUTPUT_MARK, 1)[1].rstrip("\n") if status == "pass" and _OUTPUT_MARK in raw["stdout"] else None
+    return _outputs(program, probe, value, timeout, limits)
+
+
+def _outputs(program, probe, answer, timeout, limits):
+    """Each of the probe's tests run in its own process: answer(raw result, status), or else how it
+    failed."""
     limits = limits or Limits()
-    if not calls:
+    n = probe.num_tests
+    if not n:
         return []
     if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
-        return ["compile_error"] * len(calls)
-    probe = Problem(id="calls", question="", kind="assert", tests=[f"print({_OUTPUT_MARK!r} + repr({c}))\n" for c in calls])
-    header, raws = run_job(program, "assert", probe.tests, timeout=timeout, limits=limits)
+        return ["compile_error"] * n
+    header, raws = run_job(program, probe.kind, probe.runner_tests(), timeout=timeout, limits=limits)
     if "compile_error" in header:
-        return ["compile_error"] * len(calls)
-    out = ["timeout"] * len(calls)  # the calls after a timeout do not run
+        return ["compile_error"] * n
+    out = ["timeout"] * n  # the tests after a timeout do not run
     for raw in raws:
-        result = _classify(raw, probe, raw["i"], "strict", limits)
-        exc = (raw.get("status") or {}).get("exc")
-        if result.status == "pass" and _OUTPUT_MARK in raw["stdout"]:
-            out[raw["i"]] = raw["stdout"].rsplit(_OUTPUT_MARK, 1)[1].rstrip("\n")
-        elif result.status in ("runtime_error", "wrong_answer"):
-            out[raw["i"]] = f"error: {exc or 'exit'}"
+        status = _classify(raw, probe, raw["i"], "strict", limits).status
+        got = answer(raw, status)
+        if got is not None:
+            out[raw["i"]] = got
+        elif status in ("runtime_error", "wrong_answer"):
+            out[raw["i"]] = f"error: {(raw.get('status') or {}).get('exc') or 'exit'}"
         else:
-            out[raw["i"]] = result.status
+            out[raw["i"]] = status
     return out

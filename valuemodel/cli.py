@@ -28,6 +28,8 @@ def cmd_train(args):
     vm.base = args.base_id or args.base
     history = train(vm, data, args.out, cfg, eval_path=eval_path, resume=args.resume, progress=not args.json,
                     extra_path=extra, spread=spread)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch the first process reports
+        return
     if args.json:
         print(json.dumps({"out": args.out, "history": history}))
         return

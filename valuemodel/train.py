@@ -524,6 +524,14 @@ def load_trained_state(vm, optimizer, trainable, opt):
     optimizer.load_state_dict(opt)
 
 
+def _leave(accelerator):
+    """Wait for the other processes, then leave the process group: left to the interpreter's exit,
+    its gloo threads can abort the process ("terminate called without an active exception")."""
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
 def distributed_accelerator(device):
     """An accelerate Accelerator when this process is one of several (`accelerate launch
     --num_processes N`, gloo on CPU), else None: one process needs none."""
@@ -591,6 +599,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
                                                     cfg.max_length), cfg)
     trainable = trained_state(vm, optimizer)[0] if cfg.fsdp else None
     if not main:
+        _leave(accelerator)
         return history
     vm.save(out_dir, dtype=torch.bfloat16, tensors=trainable, extra={"train": {
         "data": portable_path(data_path), "examples": len(feats),
@@ -603,6 +612,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     # Only now: a run killed while saving resumes from the last epoch and saves again.
     if os.path.exists(state_path):  # (no epochs after a probe fit: none was written)
         os.remove(state_path)
+    _leave(accelerator)
     return history
 
 
