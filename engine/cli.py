@@ -22,10 +22,13 @@ def show(console, problem, result, verdict):
     console.rule(f"{problem.id}  [{result.strategy}]  value {value}")
     console.print(Syntax(result.program, "python", line_numbers=True))
     if len(result.candidates) > 1:
-        table = Table("#", "value", "tokens", "finish", "first line", title="candidates", show_edge=False)
+        ran = any(c.examples_passed is not None for c in result.candidates)  # --select ran them in the sandbox
+        evidence = ("examples", "agree") if ran else ()
+        table = Table("#", "value", *evidence, "tokens", "finish", "first line", title="candidates", show_edge=False)
         for i, c in enumerate(result.candidates):
             first = next((line for line in c.program.splitlines() if line.strip()), "")
-            table.add_row(str(i), "-" if c.value is None else f"{c.value:.3f}", str(len(c.tokens)),
+            shown = [str(c.examples_passed), str(c.agreement)] if ran else []
+            table.add_row(str(i), "-" if c.value is None else f"{c.value:.3f}", *shown, str(len(c.tokens)),
                           c.finish_reason, first[:60])
         console.print(table)
     s = result.stats
