@@ -63,8 +63,7 @@ def features(candidates, agree):
     problem's programs (so that a weight fits any critic's scale), the fraction of the statement's
     examples it reproduces, its cluster's share of the samples, and the fraction of the shared
     inputs it fails on."""
-    logits = [math.log(v / (1 - v)) if v is not None else 0.0
-              for v in (None if c.value is None else min(max(c.value, 1e-6), 1 - 1e-6) for c in candidates)]
+    logits = [0.0 if c.value is None else _logit(c.value) for c in candidates]
     total = sum(c.weight for c in candidates)
     mean = sum(c.weight * z for c, z in zip(candidates, logits)) / total
     std = math.sqrt(sum(c.weight * (z - mean) ** 2 for c, z in zip(candidates, logits)) / total)
@@ -92,6 +91,11 @@ RANKERS = {
 DEFAULT_SELECT = "examples+agreement+value"
 # The rankers that read agreement: decode asks the policy for test inputs for them.
 USES_AGREEMENT = ("agreement", "examples+agreement+value", "fitted")
+
+
+def _logit(v):
+    v = min(max(v, 1e-6), 1 - 1e-6)
+    return math.log(v / (1 - v))
 
 
 def _value(e):

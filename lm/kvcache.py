@@ -110,10 +110,7 @@ class Rows:
         first: a view change, no copy."""
         ids = torch.as_tensor(tokens, device=self.mask.device).reshape(-1, 1)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self), 1)], dim=1)
-        start = int(self.mask.argmax(dim=1).min())
-        if start > 0:
-            self.mask = self.mask[:, start:]
-            self.cache.drop_front(start)
+        self._trim()
         out, self.cache = forward(ids, self.cache, self.mask, self.pos[:, None])
         self.pos = self.pos + 1
         return out
@@ -140,6 +137,10 @@ class Rows:
         idx = torch.as_tensor(rows, device=self.mask.device)
         self.cache.batch_select_indices(idx)
         self.mask, self.pos = self.mask[idx], self.pos[idx]
+        self._trim()
+
+    def _trim(self):
+        """Drop the leading columns that are padding in every row (a view change, no copy)."""
         start = int(self.mask.argmax(dim=1).min())
         if start > 0:
             self.mask = self.mask[:, start:]

@@ -95,8 +95,9 @@ def messages(problem: Problem, framing: str = DEFAULT_FRAMING, tests: bool = Tru
     else:
         shown = (problem.metadata.get("test_list") or []) if tests else []
         examples = ("\nIt must pass these tests:\n```python\n" + "\n".join(shown) + "\n```") if shown else ""
-        if not tests and signature(problem):
-            examples = f" Its signature:\n```python\n{signature(problem)}\n```"
+        sig = None if tests else signature(problem)
+        if sig:
+            examples = f" Its signature:\n```python\n{sig}\n```"
         user = ASSERT.format(question=problem.question.strip(), fn=problem.fn_name or "solution",
                              examples=examples, instruction=FRAMINGS[framing].format(what="code"))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
@@ -114,8 +115,9 @@ def test_input_messages(problem: Problem, n: int = 5):
     point, never expected outputs: which answer is right is what the candidates vote on). A statement
     that does not show the entry point's signature comes with its reference's, never with tests."""
     statement = problem.starter_code.rstrip() if problem.source == "humaneval" else problem.question.strip()
-    if signature(problem) and f"def {problem.fn_name}(" not in statement:
-        statement += f"\n\n```python\n{signature(problem)}\n```"
+    sig = signature(problem)
+    if sig and f"def {problem.fn_name}(" not in statement:
+        statement += f"\n\n```python\n{sig}\n```"
     fn = problem.fn_name.split(".")[-1]
     return [{"role": "system", "content": SYSTEM},
             {"role": "user", "content": TEST_INPUTS.format(statement=statement, n=n, fn=fn)}]

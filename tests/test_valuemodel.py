@@ -638,6 +638,26 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _training_file(tiny_model_dir, tmp_path):
+    """16 problems' training rows on the tiny model in a file, and the environment its training
+    subprocesses run in (one thread each, a cache of their own)."""
+    rows = _rows(16)
+    for r in rows:
+        r["tokenizer"], r["policy"] = None, tiny_model_dir
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data, dict(os.environ, FORKCODE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+
+
+def _two_processes():
+    """accelerate's --multi_gpu launcher for valuemodel.cli in 2 processes (torch.distributed.run); on a
+    machine without GPUs each one's Accelerator(cpu=True) joins them over gloo (MULTI_CPU)."""
+    import sys
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--main_process_port", str(_free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "valuemodel.cli"]
+
+
 def _launch(cmd, env):
     """Run a command; once more if a process aborted in gloo's threads ("terminate called without an
     active exception": on this 2-core machine about one 2-process CPU launch in five, at start-up or
@@ -661,17 +681,10 @@ def test_fsdp_training_on_two_processes_matches_one_and_resumes(tiny_model_dir, 
     import sys
 
     from safetensors.torch import load_file
-    rows = _rows(16)
-    for r in rows:
-        r["tokenizer"], r["policy"] = None, tiny_model_dir
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data, env = _training_file(tiny_model_dir, tmp_path)
     args = ["train", "--data", str(data), "--base", tiny_model_dir, "--last-layers", "2", "--lr", "1e-2",
             "--batch-size", "2", "--problems-per-step", "3", "--dtype", "float32", "--device", "cpu", "--json"]
-    env = dict(os.environ, FORKCODE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--main_process_port", str(_free_port()),
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "valuemodel.cli"]
+    launch = _two_processes()
 
     def run(cmd, out, epochs, *more, ok=True):
         done = _launch([*cmd, *args, "--epochs", str(epochs), "--out", str(tmp_path / out), *more], env)
@@ -707,22 +720,13 @@ def test_training_under_accelerate_on_two_processes_matches_one(tiny_model_dir, 
     import sys
 
     from safetensors.torch import load_file
-    rows = _rows(16)
-    for r in rows:
-        r["tokenizer"], r["policy"] = None, tiny_model_dir
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data, env = _training_file(tiny_model_dir, tmp_path)
     args = ["train", "--data", str(data), "--base", tiny_model_dir, "--last-layers", "1", "--epochs", "2",
             "--lr", "1e-2", "--batch-size", "2", "--problems-per-step", "4", "--dtype", "float32", "--device", "cpu", "--json"]
-    env = dict(os.environ, FORKCODE_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "valuemodel.cli", *args, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
-    # accelerate's --multi_gpu launcher starts the processes (torch.distributed.run); on a machine
-    # without GPUs each one's Accelerator(cpu=True) joins them over gloo (MULTI_CPU).
-    two = _launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--main_process_port", str(_free_port()), "--mixed_precision", "no",
-                   "--dynamo_backend", "no", "-m", "valuemodel.cli", *args, "--out", str(tmp_path / "two")], env)
+    two = _launch([*_two_processes(), *args, "--out", str(tmp_path / "two")], env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "MULTI_CPU" in two.stderr  # two processes ran (each logs its rank)
     losses = [[h["loss"] for h in json.loads(r.stdout.strip().splitlines()[-1])["history"]] for r in (one, two)]

@@ -504,12 +504,16 @@ def shard_trained_layers(vm):
           file=sys.stderr)
 
 
+def trained_tensors(vm):
+    """The trained tensors, whole (gathered from the shards under --fsdp: every process calls it)."""
+    return {n: _whole(p.detach()) for n, p in vm.model.named_parameters() if p.requires_grad}
+
+
 def trained_state(vm, optimizer):
     """The trained tensors and the optimizer state, whole (gathered from the shards under --fsdp)."""
-    trainable = {n: _whole(p.detach()) for n, p in vm.model.named_parameters() if p.requires_grad}
     opt = optimizer.state_dict()
     opt["state"] = {k: {name: _whole(v) for name, v in st.items()} for k, st in opt["state"].items()}
-    return trainable, opt
+    return trained_tensors(vm), opt
 
 
 def load_trained_state(vm, optimizer, trainable, opt):
@@ -518,7 +522,10 @@ def load_trained_state(vm, optimizer, trainable, opt):
     with torch.no_grad():
         for name, value in trainable.items():
             p = params[name]
-            (p.to_local() if _is_sharded(p) else p).copy_(_split_like(value, p).to_local() if _is_sharded(p) else value)
+            if _is_sharded(p):
+                p.to_local().copy_(_split_like(value, p).to_local())
+            else:
+                p.copy_(value)
     ordered = [p for group in optimizer.param_groups for p in group["params"]]
     opt["state"] = {k: {name: _split_like(v, ordered[k]) for name, v in st.items()} for k, st in opt["state"].items()}
     optimizer.load_state_dict(opt)
@@ -597,7 +604,7 @@ def train(vm, data_path, out_dir, cfg=None, eval_path=None, resume=False, progre
     if eval_path and (main or cfg.fsdp):  # sharded layers evaluate in every process together
         eval_loss = evaluate_loss(vm, make_features(read_rows(eval_path), vm.tokenizer, vocab_fingerprint(vm.tokenizer), vm.base,
                                                     cfg.max_length), cfg)
-    trainable = trained_state(vm, optimizer)[0] if cfg.fsdp else None
+    trainable = trained_tensors(vm) if cfg.fsdp else None
     if not main:
         _leave(accelerator)
         return history
