@@ -289,6 +289,72 @@ def test_sample_tokens_draws_the_exact_top_p_distribution(monkeypatch, candidate
     assert greedy.item() == 0 and abs(logprob.item() - torch.log_softmax(logits, 0)[0].item()) < 1e-5
 
 
+def test_sample_tokens_rows_with_narrow_and_wide_nuclei_each_draw_their_own(monkeypatch):
+    """A batch where some rows' nucleus lies in the top candidates and others' does not (sorted
+    apart): every row still draws its own exact top-p distribution."""
+    import torch
+
+    from lm import sampling as pol
+    monkeypatch.setattr(pol, "NUCLEUS_CANDIDATES", 2)
+    peaked = torch.tensor([6.0, 1.0, 0.5, -1.0, -3.0, 0.7])
+    flat = torch.tensor([0.2, 0.1, 0.0, 0.3, -0.1, 0.05])
+    n = 20000
+    uniforms = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    params = pol.SamplingParams(temperature=0.9, top_p=0.9)
+    picks, _ = pol.sample_tokens(torch.stack([peaked, flat] * n), params, uniforms.repeat_interleave(2))
+    for row, logits in enumerate((peaked, flat)):
+        freq = torch.bincount(picks[row::2], minlength=6).double() / n
+        assert torch.allclose(freq, _nucleus((logits / 0.9).double().softmax(0), 0.9), atol=2e-4), row
+
+
+def test_top_candidates_searches_only_the_best_blocks():
+    """The top k of each row from the k blocks with the largest maxima: the same values as a full
+    top-k, largest first, with indices that point at them."""
+    import torch
+
+    from lm.sampling import BLOCK, top_candidates
+    torch.manual_seed(0)
+    logits = torch.randn(5, BLOCK * 40).to(torch.bfloat16)
+    logits[1, :BLOCK * 3] += 5  # the best tokens crowded into a few blocks
+    blocks = logits.view(5, 40, BLOCK).amax(-1)
+    values, indices = top_candidates(logits, 64, blocks)
+    expected, _ = logits.topk(64, dim=-1)
+    assert torch.equal(values, expected) and torch.equal(logits.gather(1, indices), values)
+    assert torch.equal(top_candidates(logits[:, :-1], 8)[0], logits[:, :-1].topk(8).values)  # not whole blocks
+
+
+def test_packed_weights_and_attention_compute_what_the_plain_model_does(tiny_model_dir):
+    """An HFPolicy's own model is made inference-only on CPU: bf16 linear layers packed once for
+    oneDNN, and several-token queries over grouped key/value heads attending without copying the
+    cache per head. Its logits for a left-padded batch (a mask, several tokens per row) and a
+    decode step after it equal the plain transformers model's."""
+    import torch
+
+    from lm.models import PackedLinear, load_causal_lm
+    from lm.policy import HFPolicy
+    plain, _ = load_causal_lm(tiny_model_dir, dtype="bfloat16", device="cpu")
+    policy = HFPolicy(tiny_model_dir, dtype="bfloat16", device="cpu")
+    model = policy.model
+    assert model.config._attn_implementation == "forkcode_sdpa" and model.config.num_key_value_heads < model.config.num_attention_heads
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    assert len(packed) == sum(type(m) is torch.nn.Linear for m in plain.modules()) > 0
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    ids = torch.tensor([[5, 9, 14, 3, 22, 7], [0, 0, 31, 8, 2, 40]])
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    with torch.inference_mode():
+        outs = []
+        for m in (plain, model):
+            first = m(input_ids=ids, attention_mask=mask, use_cache=True)
+            step = m(input_ids=torch.tensor([[11], [12]]), attention_mask=torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1),
+                     past_key_values=first.past_key_values, use_cache=True)
+            outs.append((first.logits[mask.bool()], step.logits))
+    for a, b in zip(*outs):
+        assert torch.allclose(a.float(), b.float(), atol=4e-3, rtol=0)  # logits here spread ~0.16
+    fp32 = HFPolicy(tiny_model_dir, dtype="float32", device="cpu")  # not packed: MKL is as fast there
+    assert not any(isinstance(m, PackedLinear) for m in fp32.model.modules())
+
+
 def test_sample_many_equals_per_prompt_sampling(tiny_policy, monkeypatch):
     """Many prompts in one refilled batch (rows joining and leaving, a left-padded cache) give each
     prompt exactly the greedy tokens and log-probs it gets alone."""
