@@ -139,16 +139,23 @@ class TokenizerOps:
 NUCLEUS_CANDIDATES = 64
 
 
+# Logits are scanned in blocks of this many tokens for the top candidates (top_candidates).
+BLOCK = 128
+
+
 def _log_normalizers(logits, inverse_temperature: float):
-    """Per row, the log of the softmax denominators of the logits and of logits x 1/temperature (fp32)."""
+    """Per row, the log of the softmax denominators of the logits and of logits x 1/temperature (fp32),
+    and the maximum of each block of BLOCK logits (None unless the vocabulary is whole blocks)."""
     x = logits.float()
     top = x.amax(-1, keepdim=True)
     raw = top + (x - top).exp().sum(-1, keepdim=True).log()
     tempered = top * inverse_temperature + ((x - top) * inverse_temperature).exp().sum(-1, keepdim=True).log()
-    return raw[:, 0], tempered[:, 0]
+    rows, vocab = logits.shape
+    blocks = logits.view(rows, vocab // BLOCK, BLOCK).amax(-1) if vocab % BLOCK == 0 else None
+    return raw[:, 0], tempered[:, 0], blocks
 
 
-# The same two reductions fused into one pass over the logits by torch.compile: on a 2-core CPU at
+# The same reductions fused into one pass over the logits by torch.compile: on a 2-core CPU at
 # 128 rows x 152k tokens 15 ms against 150 ms eager (each eager op is a pass over 78 MB). Compiled
 # once per process (about 20 s, then cached on disk by inductor), so only for large batches; a
 # machine where it cannot compile (no C++ compiler) stays on the eager one.
@@ -168,24 +175,55 @@ def log_normalizers(logits, inverse_temperature=1.0):
     return _log_normalizers(logits, inverse_temperature)
 
 
+def top_candidates(logits, k, blocks=None):
+    """(values, indices) of each row's k largest logits, largest first, as logits.topk(k) (ties may
+    come in another order). With `blocks` (each BLOCK's maximum), only the k blocks with the largest
+    maxima are searched: they hold the top k. A top-k over a 152k vocabulary at 128 rows took 22 ms
+    against 10 ms for the two small ones."""
+    if blocks is None or k > blocks.shape[1]:
+        return logits.topk(k, dim=-1)
+    rows = logits.shape[0]
+    chosen = blocks.topk(k, dim=-1).indices
+    parts = logits.view(rows, -1, BLOCK).gather(1, chosen[:, :, None].expand(-1, -1, BLOCK)).reshape(rows, -1)
+    values, at = parts.topk(k, dim=-1)
+    indices = (chosen[:, :, None] * BLOCK + torch.arange(BLOCK, device=logits.device)).reshape(rows, -1)
+    return values, indices.gather(1, at)
+
+
+def _nucleus(logits, params, inverse_t, tempered_norm, blocks):
+    """The top-p distribution at the temperature, as groups (rows, weights, ids): for those rows
+    (indices), unnormalised weights over candidate token ids, zero outside the nucleus (ids None:
+    over the whole vocabulary, in order). Most rows' nucleus lies in their NUCLEUS_CANDIDATES most
+    likely tokens; the rows whose does not are sorted whole, apart."""
+    everything = torch.arange(logits.shape[0], device=logits.device)
+    if params.top_p >= 1.0:
+        return [(everything, (logits.float() * inverse_t - tempered_norm[:, None]).exp(), None)]
+    top, ids = top_candidates(logits, min(NUCLEUS_CANDIDATES, logits.shape[-1]), blocks)
+    top = (top.float() * inverse_t - tempered_norm[:, None]).exp()
+    wide = top.sum(dim=-1) < params.top_p
+    groups = [(everything, top, ids)]
+    if bool(wide.any()):
+        rows = wide.nonzero()[:, 0]
+        narrow = (~wide).nonzero()[:, 0]
+        full, order = (logits[rows].float() * inverse_t - tempered_norm[rows, None]).exp().sort(dim=-1, descending=True)
+        groups = [(narrow, top[narrow], ids[narrow]), (rows, full, order)]
+    # keep the token that crosses top_p
+    return [(rows, w.masked_fill(w.cumsum(dim=-1) - w > params.top_p, 0.0), i) for rows, w, i in groups if len(rows)]
+
+
 def sample_tokens(logits, params, uniforms):
     """Next tokens for rows of logits and their log-probs under the raw distribution: greedy, or a
     sample at the temperature from the top-p nucleus, by inverting the cumulative distribution
     with one uniform draw per row (no multinomial over the vocabulary)."""
     inverse_t = 1.0 / params.temperature if params.temperature > 0 else 1.0
-    raw_norm, tempered_norm = log_normalizers(logits, inverse_t)
+    raw_norm, tempered_norm, blocks = log_normalizers(logits, inverse_t)
     if params.temperature <= 0:
         tokens = logits.argmax(dim=-1)
-    elif params.top_p >= 1.0:
-        tokens = _inverse_cdf((logits.float() * inverse_t - tempered_norm[:, None]).exp(), uniforms)
     else:
-        top, order = logits.topk(min(NUCLEUS_CANDIDATES, logits.shape[-1]), dim=-1)
-        top = (top.float() * inverse_t - tempered_norm[:, None]).exp()
-        if bool((top.sum(dim=-1) < params.top_p).any()):
-            top, order = (logits.float() * inverse_t - tempered_norm[:, None]).exp().sort(dim=-1, descending=True)
-        before = top.cumsum(dim=-1) - top
-        top = top.masked_fill(before > params.top_p, 0.0)  # keep the token that crosses top_p
-        tokens = order.gather(1, _inverse_cdf(top, uniforms)[:, None])[:, 0]
+        tokens = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        for rows, weights, ids in _nucleus(logits, params, inverse_t, tempered_norm, blocks):
+            picked = _inverse_cdf(weights, uniforms[rows])
+            tokens[rows] = picked if ids is None else ids.gather(1, picked[:, None])[:, 0]
     return tokens, logits.gather(1, tokens[:, None])[:, 0].float() - raw_norm
 
 
