@@ -88,9 +88,14 @@ def vocab_fingerprint(tokenizer):
 
 
 def quiet_transformers():
+    import warnings
+
     from transformers.utils import logging
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    # transformers 5.2x renames forward's past_key_values to cache and warns on every forward; the
+    # old name is the one every supported version (>= 4.51, and < 5.20 beside vLLM) accepts.
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
 
 
 def load_causal_lm(spec, dtype="auto", device="auto"):

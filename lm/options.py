@@ -20,6 +20,6 @@ def add_model_options(parser):
 
 # Rows in one sampling batch (sample_many; decode, bench quality and datagen build --batch-rows). A
 # decode step streams every weight once whatever its rows, so more rows share that cost: Qwen2.5-Coder-
-# 0.5B (bf16, 2 cores) ran about 170 tok/s at 16-31 live rows, 290 at 64-79 and 375 at 112-127
+# 0.5B (bf16, 2 cores) ran about 290 tok/s in steps of 28 rows, 500 at 72 and 670 at 128
 # (bench/benchmarks/test_throughput.py measures it side by side); 128 rows of 1k tokens hold ~1.5 GB of KV cache.
 DEFAULT_BATCH_ROWS = 128
