@@ -3,6 +3,8 @@
 - the raw sampler (HFPolicy.sample_many, 256 new tokens, EOS ignored) at 32, 64 and 128 rows;
 - the end-to-end judged sampling of `bench quality` (bench.quality.sample_rows: sampling, features,
   judging, rows) on HumanEval/0-15 x 8 (512 max new tokens, the code prompt) at the same rows;
+- the sampler alone on those same requests (the same tokens, no judging and no rows): what the
+  pipeline adds to the sampler, apart from the batch draining at the end of a 16-problem run;
 - the critic's features: a second forward pass (ValueModel.final_values, head-only on the policy)
   against the ones recorded while sampling (values_from_features);
 - the roofline: the measured memory bandwidth and bf16/fp32 matmul rate of this machine, and the
@@ -51,6 +53,18 @@ def end_to_end(policy, rows, problems):
     return tokens / seconds, out
 
 
+def sampler_alone(policy, rows, problems):
+    """sample_many on exactly the requests sample_rows makes (features on), nothing judged: tok/s."""
+    from engine.best_of_k import candidate_params
+    from lm.prompts import messages
+    cfg = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
+    prompts = [policy.prompt_tokens(messages(p, cfg.prompt, cfg.prompt_tests)) for p in problems]
+    requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+    start = time.perf_counter()
+    done = list(policy.sample_many(requests, max_rows=rows, features=True))
+    return sum(len(c.tokens) for _, completions in done for c in completions) / (time.perf_counter() - start)
+
+
 def machine_bounds():
     """(bytes/s of a large copy, bf16 and fp32 matmul FLOP/s) on this machine now."""
     big = torch.empty(256 * 2**20, dtype=torch.uint8)
@@ -75,10 +89,12 @@ def test_throughput_side_by_side(benchmark, policy):
     from valuemodel.model import ValueModel
     problems = load_dataset("humaneval")[:16]
     raw = {rows: raw_tok_s(policy, rows) for rows in ROWS}
-    e2e = {}
+    e2e, alone = {}, {}
     for rows in ROWS[:-1]:
         e2e[rows], _ = end_to_end(policy, rows, problems)
+        alone[rows] = sampler_alone(policy, rows, problems)
     e2e[ROWS[-1]], samples = benchmark.pedantic(end_to_end, args=(policy, ROWS[-1], problems), rounds=1, iterations=1)
+    alone[ROWS[-1]] = sampler_alone(policy, ROWS[-1], problems)
     critic = ValueModel.from_base(POLICY, last_layers=0, dtype=str(policy.model.dtype).split(".")[-1])
     critic.aggregate = "mean"
     start, scored = time.perf_counter(), critic.tokens_scored
@@ -97,16 +113,17 @@ def test_throughput_side_by_side(benchmark, policy):
     flops = rates[torch.bfloat16 if policy.model.dtype == torch.bfloat16 else torch.float32]
     print(f"\n{POLICY} ({policy.model.dtype}, {params / 1e6:.0f}M parameters), "
           f"{torch.get_num_threads()} threads; copy {bandwidth / 1e9:.1f} GB/s, matmul {flops / 1e12:.2f} TFLOP/s")
-    print("rows | raw sampler tok/s | end-to-end judged tok/s | e2e / raw | roofline tok/s | raw / roofline")
+    print("rows | raw sampler tok/s | end-to-end judged tok/s | e2e / raw | sampler alone, same requests | "
+          "e2e / alone | roofline tok/s | raw / roofline")
     for rows in ROWS:
         # A decode step streams every weight once and does 2 FLOP per parameter per row.
         step = max(weight_bytes / bandwidth, 2 * params * rows / flops)
         roof = rows / step
-        print(f"{rows:4d} | {raw[rows]:17.1f} | {e2e[rows]:23.1f} | {e2e[rows] / raw[rows]:9.2f} | {roof:14.0f} | "
-              f"{raw[rows] / roof:.0%}")
+        print(f"{rows:4d} | {raw[rows]:17.1f} | {e2e[rows]:23.1f} | {e2e[rows] / raw[rows]:9.2f} | {alone[rows]:28.1f} | "
+              f"{e2e[rows] / alone[rows]:11.2f} | {roof:14.0f} | {raw[rows] / roof:.0%}")
     print(f"critic features for {sum(len(r['candidates']) for r in samples)} samples: second forward pass "
           f"{second_pass:.1f} s ({second_tokens} policy-model tokens) vs recorded {recorded:.3f} s (0 tokens)")
     best = max(ROWS, key=lambda r: e2e[r])
-    benchmark.extra_info.update({"raw_tok_s": raw, "e2e_tok_s": e2e, "second_pass_s": second_pass,
+    benchmark.extra_info.update({"raw_tok_s": raw, "e2e_tok_s": e2e, "alone_tok_s": alone, "second_pass_s": second_pass,
                                  "recorded_s": recorded, "bandwidth": bandwidth, "matmul_flops": flops})
     assert e2e[best] >= 0.9 * raw[best], f"end-to-end {e2e[best]:.0f} tok/s < 0.9x the raw sampler {raw[best]:.0f}"
