@@ -98,18 +98,24 @@ def judged_row(problem, result, verdicts) -> RunRow:
                            for c, v in zip(result.candidates, verdicts)]}
 
 
+def sample_requests(policy, problems, cfg):
+    """(prompt tokens, sample_many request) of each problem: best_of_k's k samples of its prompt."""
+    from engine.best_of_k import candidate_params
+    from lm.prompts import messages
+    prompts = [policy.prompt_tokens(messages(p, cfg.prompt, cfg.prompt_tests)) for p in problems]
+    return prompts, [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+
+
 def sample_rows(policy, problems, cfg, timeout=JUDGE_TIMEOUT, max_rows=DEFAULT_BATCH_ROWS) -> Iterator[SampleRow]:
     """best_of_k's k samples of each problem, all judged, with what any ranker needs to pick later;
     yields one row per problem as it finishes. Several problems share one batch (up to max_rows
     rows) where the policy can (HFPolicy.sample_many), which also records each sample's critic
     features (lm.features). Each row's wall time is the time since the previous row, so the rows
     add up to the run's wall time."""
-    from engine.best_of_k import candidate_params, to_candidate
+    from engine.best_of_k import to_candidate
     from lm.features import encode_features, feature_source
     from lm.models import vocab_fingerprint
-    from lm.prompts import messages
-    prompts = [policy.prompt_tokens(messages(p, cfg.prompt, cfg.prompt_tests)) for p in problems]
-    requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+    prompts, requests = sample_requests(policy, problems, cfg)
     source = None
     if hasattr(policy, "sample_many"):
         stream = policy.sample_many(requests, max_rows=max_rows, features=True)

@@ -152,7 +152,7 @@ PACKED_QUERY_TOKENS = 64
 def packed_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
                          **kwargs):
     """transformers' sdpa attention, except for a query of several tokens under a mask with grouped
-    key/value heads (a speculative step's drafted tokens, a left-padded prefill): transformers then
+    key/value heads (a left-padded prefill of several prompts): transformers then
     copies every cached key and value once per query head of its group (repeat_kv), 7 copies of the
     whole cache per layer for Qwen2.5. Here each key/value head's query heads attend as one longer
     query instead, as transformers already does for one token: 28 rows x 4 tokens over 800 cached

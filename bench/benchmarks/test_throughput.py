@@ -20,7 +20,7 @@ import time
 import pytest
 import torch
 
-from bench.quality import sample_rows
+from bench.quality import sample_requests, sample_rows
 from engine.result import DecodeConfig
 from judge import load_dataset
 from lm.policy import HFPolicy
@@ -28,6 +28,8 @@ from lm.sampling import SamplingParams
 
 POLICY = os.environ.get("FORKCODE_BENCH_POLICY") or "smollm2"
 ROWS = (32, 64, 128)
+# The issue's end-to-end run: HumanEval/0-15 x 8, 512 max new tokens, the code prompt.
+E2E = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
 PROMPT = [{"role": "user", "content": "Write a Python function that merges two sorted lists, with a docstring."}]
 
 
@@ -46,8 +48,7 @@ def raw_tok_s(policy, rows, steps=256):
 
 
 def end_to_end(policy, rows, problems):
-    cfg = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
-    start, out = time.perf_counter(), list(sample_rows(policy, problems, cfg, max_rows=rows))
+    start, out = time.perf_counter(), list(sample_rows(policy, problems, E2E, max_rows=rows))
     seconds = time.perf_counter() - start
     tokens = sum(r["stats"]["policy_tokens"] for r in out)
     return tokens / seconds, out
@@ -55,11 +56,7 @@ def end_to_end(policy, rows, problems):
 
 def sampler_alone(policy, rows, problems):
     """sample_many on exactly the requests sample_rows makes (features on), nothing judged: tok/s."""
-    from engine.best_of_k import candidate_params
-    from lm.prompts import messages
-    cfg = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
-    prompts = [policy.prompt_tokens(messages(p, cfg.prompt, cfg.prompt_tests)) for p in problems]
-    requests = [(prompt, cfg.k, candidate_params(policy, prompt, cfg, cfg.temperature)) for prompt in prompts]
+    _, requests = sample_requests(policy, problems, E2E)
     start = time.perf_counter()
     done = list(policy.sample_many(requests, max_rows=rows, features=True))
     return sum(len(c.tokens) for _, completions in done for c in completions) / (time.perf_counter() - start)
