@@ -6,14 +6,7 @@
 # Needs worktrees: git worktree add /tmp/base dc1b2d3; git worktree add /tmp/slots a3a81e8
 Q=/root/.cache/forkcode-models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 export HF_HUB_OFFLINE=1
-summ() { python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/runs/sample.jsonl")]
-t = sum(r["stats"]["policy_tokens"] for r in rows); w = sum(r["stats"]["wall_s"]["total"] for r in rows)
-p = sum(c["passed"] for r in rows for c in r["candidates"]) / sum(len(r["candidates"]) for r in rows)
-print(sys.argv[1], len(rows), "problems", t, "tokens", round(w, 1), "s", round(t / w, 1), "tok/s", "pass", round(p, 4))
-PY
-}
+summ() { python3 "$(dirname "$0")/summarize_run.py" "$1"; }
 run() {  # NAME CODE_DIR
   out=/tmp/b26-$1; rm -rf $out; start=$(date +%s.%N)
   (cd $2 && PYTHONPATH=$2 /work/main/.venv/bin/python -m bench.cli quality --dataset humaneval --limit 16 --strategies sample --k 8 --seed 0 \

@@ -5,14 +5,7 @@
 # 3. the raw sampler at 128 rows (sample_many, 256 tokens, EOS ignored), this checkout
 Q=/root/.cache/forkcode-models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 export HF_HUB_OFFLINE=1
-summ() { python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/runs/sample.jsonl")]
-t = sum(r["stats"]["policy_tokens"] for r in rows); w = sum(r["stats"]["wall_s"]["total"] for r in rows)
-p = sum(c["passed"] for r in rows for c in r["candidates"]) / sum(len(r["candidates"]) for r in rows)
-print(sys.argv[1], len(rows), "problems", t, "tokens", round(w, 1), "s", round(t / w, 1), "tok/s", "pass", round(p, 4))
-PY
-}
+summ() { python3 "$(dirname "$0")/summarize_run.py" "$1"; }
 run() {  # NAME CODE_DIR DATASET LIMIT [more]
   out=/tmp/b26-$1; rm -rf $out; start=$(date +%s.%N)
   (cd $2 && PYTHONPATH=$2 /work/main/.venv/bin/python -m bench.cli quality --dataset $3 --limit $4 --strategies sample --k 8 --seed 0 \
@@ -31,13 +24,7 @@ start=$(date +%s.%N)
 (cd /work/main && .venv/bin/bench quality --dataset runs/leetcode/kept.jsonl --limit 395 --strategies sample --k 8 --seed 0 \
    --policy $Q --prompt code --temperature 0.8 --top-p 0.95 --max-new-tokens 512 --out results/qwen/leetcode-train --json > /dev/null 2> /tmp/b26-lc-new.err)
 echo "lc-new: process $(echo "$(date +%s.%N) - $start" | bc) s"
-python3 - <<'PY'
-import json
-rows = [json.loads(l) for l in open("/work/main/results/qwen/leetcode-train/runs/sample.jsonl")][363:395]
-t = sum(r["stats"]["policy_tokens"] for r in rows); w = sum(r["stats"]["wall_s"]["total"] for r in rows)
-p = sum(c["passed"] for r in rows for c in r["candidates"]) / sum(len(r["candidates"]) for r in rows)
-print("lc-new", len(rows), "problems", t, "tokens", round(w, 1), "s", round(t / w, 1), "tok/s", "pass", round(p, 4))
-PY
+python3 "$(dirname "$0")/summarize_run.py" /work/main/results/qwen/leetcode-train lc-new 363 395
 run lc-old /tmp/old /tmp/leetcode-32.jsonl 32
 cd /work/main && .venv/bin/python - <<'PY'
 import time
