@@ -3,19 +3,18 @@ slice of a dataset, with every judge_many call timed (problem, seconds, verdicts
 tokens/s and the judging's share. With --contention, also how much a busy-looping program (what a
 sample that times out is) slows the sampler at 32 rows when it runs beside it at each nice level.
 
-Usage: judging-share.py POLICY DATASET FIRST LAST ROWS [--contention]"""
+The run's settings are the throughput benchmark's (E2E: 8 samples, 512 max new tokens, the code
+prompt). Usage: judging-share.py POLICY DATASET FIRST LAST ROWS [--contention]"""
 import collections
 import subprocess
 import sys
 import time
 
 import bench.quality as quality
-from engine.result import DecodeConfig
+from bench.benchmarks.test_throughput import E2E
 from judge import load_dataset
 from lm.policy import HFPolicy
 from lm.sampling import SamplingParams
-
-E2E = DecodeConfig(strategy="sample", k=8, temperature=0.8, top_p=0.95, max_new_tokens=512, prompt="code")
 
 policy_path, dataset, first, last, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 policy = HFPolicy(policy_path)
