@@ -8,16 +8,19 @@ sampled token's log-prob kept. Usage: runtimes_raw.py {hf,openvino,ortgenai} MOD
   IR from runtimes-export.sh;
 - ortgenai: ONNX Runtime GenAI's Generator. It returns no log-probs, so each step also reads the
   logits and takes the sampled tokens' log-softmax in numpy, part of the timed work."""
+import os
 import sys
 import time
 
 import numpy as np
 
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+
 PROMPT = [{"role": "user", "content": "Write a Python function that merges two sorted lists, with a docstring."}]
 
 
 def hf(model):
-    sys.path.insert(0, "/work/main")
+    sys.path.insert(0, REPO)
     from lm.policy import HFPolicy
     from lm.sampling import SamplingParams
     policy = HFPolicy(model)
