@@ -60,17 +60,37 @@ def end_to_end(policy, rows, problems):
     return tokens / seconds, out
 
 
-def drain_bound(step_seconds, lengths, max_rows):
-    """Seconds to decode requests (each a list of its samples' token counts, in request order) at
-    max_rows if each decode step cost step_seconds(live rows), under sample_many's admission: a
-    request joins when its rows fit; a sample holds its row for as many steps as it has tokens."""
-    waiting, live, seconds = list(lengths), [], 0.0
+def admitted_steps(lengths, max_rows):
+    """sample_many's admission replayed on requests (each a list of its samples' token counts, in
+    request order) at max_rows: per decode step, (request index, tokens decoded so far) of each live
+    sample. A request joins when its rows fit; a sample holds its row for as many steps as it has
+    tokens."""
+    waiting, live = list(enumerate(lengths)), []
     while waiting or live:
-        while waiting and (not live or len(live) + len(waiting[0]) <= max_rows):
-            live += waiting.pop(0)
-        seconds += step_seconds(len(live))
-        live = [left - 1 for left in live if left > 1]
-    return seconds
+        while waiting and (not live or len(live) + len(waiting[0][1]) <= max_rows):
+            index, samples = waiting.pop(0)
+            live += [(index, 0, n) for n in samples]
+        yield [(index, done) for index, done, _ in live]
+        live = [(index, done + 1, n) for index, done, n in live if done + 1 < n]
+
+
+def drain_bound(step_seconds, lengths, max_rows):
+    """Seconds to decode requests (admitted_steps' lengths) at max_rows if each decode step cost
+    step_seconds(live rows)."""
+    return sum(step_seconds(len(live)) for live in admitted_steps(lengths, max_rows))
+
+
+def raw_step_seconds(raw):
+    """The raw sampler's step time at any number of rows (raw: rows -> tok/s), interpolated between
+    the rows it was timed at."""
+    measured = sorted(raw)
+    return lambda rows: float(np.interp(rows, measured, [r / raw[r] for r in measured]))
+
+
+def sample_lengths(rows, problem_ids):
+    """Each problem's samples' token counts, in problem_ids' order (sample rows come as problems finish)."""
+    by_id = {row["problem_id"]: row for row in rows}
+    return [[len(c["tokens"]) for c in by_id[p]["candidates"]] for p in problem_ids]
 
 
 def sampler_alone(policy, rows, problems):
@@ -105,20 +125,15 @@ def test_throughput_side_by_side(benchmark, policy):
     from valuemodel.model import ValueModel
     problems = load_dataset("humaneval")[:16]
     raw = {rows: raw_tok_s(policy, rows) for rows in DRAIN_ROWS + ROWS}
-    measured = sorted(raw)
-
-    def step_seconds(rows):  # the raw sampler's step, interpolated between the rows it was timed at
-        return float(np.interp(rows, measured, [r / raw[r] for r in measured]))
     e2e, alone = {}, {}
     for rows in ROWS[:-1]:
         e2e[rows], _ = end_to_end(policy, rows, problems)
         alone[rows] = sampler_alone(policy, rows, problems)
     e2e[ROWS[-1]], samples = benchmark.pedantic(end_to_end, args=(policy, ROWS[-1], problems), rounds=1, iterations=1)
     alone[ROWS[-1]] = sampler_alone(policy, ROWS[-1], problems)
-    order = {p.id: i for i, p in enumerate(problems)}
-    lengths = [[len(c["tokens"]) for c in row["candidates"]] for row in sorted(samples, key=lambda r: order[r["problem_id"]])]
+    lengths = sample_lengths(samples, [p.id for p in problems])
     tokens = sum(map(sum, lengths))
-    bound = {rows: tokens / drain_bound(step_seconds, lengths, rows) for rows in ROWS}
+    bound = {rows: tokens / drain_bound(raw_step_seconds(raw), lengths, rows) for rows in ROWS}
     critic = ValueModel.from_base(POLICY, last_layers=0, dtype=str(policy.model.dtype).split(".")[-1])
     critic.aggregate = "mean"
     start, scored = time.perf_counter(), critic.tokens_scored
@@ -137,7 +152,7 @@ def test_throughput_side_by_side(benchmark, policy):
     flops = rates[torch.bfloat16 if policy.model.dtype == torch.bfloat16 else torch.float32]
     print(f"\n{POLICY} ({policy.model.dtype}, {params / 1e6:.0f}M parameters), "
           f"{torch.get_num_threads()} threads; copy {bandwidth / 1e9:.1f} GB/s, matmul {flops / 1e12:.2f} TFLOP/s")
-    print("raw sampler tok/s at " + ", ".join(f"{rows} rows {raw[rows]:.1f}" for rows in measured))
+    print("raw sampler tok/s at " + ", ".join(f"{rows} rows {raw[rows]:.1f}" for rows in sorted(raw)))
     print("rows | raw sampler tok/s | drain bound | bound / raw | sampler alone, same requests | "
           "end-to-end judged tok/s | e2e / raw | e2e / bound | e2e / alone | roofline tok/s | raw / roofline")
     for rows in ROWS:

@@ -7,18 +7,17 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", ".."))
+from bench.benchmarks.test_throughput import admitted_steps  # noqa: E402
 
 
 def replay(requests, max_rows=128):
-    """(steps, K/V columns read, real positions among them) over the run."""
-    waiting, live, read, real, steps = list(requests), [], 0, 0, 0
-    while waiting or live:
-        while waiting and (not live or len(live) + len(waiting[0][1]) <= max_rows):
-            prompt, lengths = waiting.pop(0)
-            live += [[prompt, n] for n in lengths]  # [positions so far, tokens left]
-        columns = max(age for age, _ in live)
-        read, real, steps = read + len(live) * columns, real + sum(age for age, _ in live), steps + 1
-        live = [[age + 1, left - 1] for age, left in live if left > 1]
+    """(steps, K/V columns read, real positions among them) over the run; requests: (prompt
+    length, its samples' token counts)."""
+    read = real = steps = 0
+    for live in admitted_steps([lengths for _, lengths in requests], max_rows):
+        positions = [requests[index][0] + done for index, done in live]
+        read, real, steps = read + len(live) * max(positions), real + sum(positions), steps + 1
     return steps, read, real
 
 

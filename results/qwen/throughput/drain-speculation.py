@@ -5,20 +5,18 @@ costs measured before full-humaneval-e2e.py's run (full-humaneval-e2e.txt). A mo
 measurement. Output: drain-speculation.txt."""
 import json
 import os
-
-import numpy as np
+import re
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RAW = {1: 14.7, 2: 26.4, 4: 53.2, 8: 87.1, 16: 148.8, 32: 239.0, 64: 379.1, 128: 477.3}
-measured = sorted(RAW)
+sys.path.insert(0, os.path.join(HERE, "..", "..", ".."))
+from bench.benchmarks.test_throughput import raw_step_seconds, sample_lengths  # noqa: E402
 
-
-def step(rows):
-    return float(np.interp(rows, measured, [r / RAW[r] for r in measured]))
-
-
-rows = {r["problem_id"]: r for r in map(json.loads, open(os.path.join(HERE, "..", "humaneval", "runs", "sample.jsonl")))}
-lengths = [len(c["tokens"]) for i in range(16) for c in rows[f"HumanEval/{i}"]["candidates"]]
+first_line = open(os.path.join(HERE, "full-humaneval-e2e.txt")).readline()
+RAW = {int(rows): float(rate) for rows, rate in re.findall(r"(\d+) rows ([\d.]+)", first_line)}
+step = raw_step_seconds(RAW)
+committed = map(json.loads, open(os.path.join(HERE, "..", "humaneval", "runs", "sample.jsonl")))
+lengths = sum(sample_lengths(committed, [f"HumanEval/{i}" for i in range(16)]), [])
 tokens = sum(lengths)
 for per_step, up_to in ((1.0, 0), (1.5, 16), (1.74, 16), (1.74, 32), (2.5, 32), (3.0, 64)):
     live, seconds = [float(n) for n in lengths], 0.0

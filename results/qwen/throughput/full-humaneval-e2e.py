@@ -5,10 +5,9 @@ with ten times the requests of the issue's 16-problem run, the batch stays full 
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-from bench.benchmarks.test_throughput import DRAIN_ROWS, ROWS, drain_bound, end_to_end, raw_tok_s  # noqa: E402
+from bench.benchmarks.test_throughput import (  # noqa: E402
+    DRAIN_ROWS, ROWS, drain_bound, end_to_end, raw_step_seconds, raw_tok_s, sample_lengths)
 from judge import load_dataset  # noqa: E402
 from lm.policy import HFPolicy  # noqa: E402
 
@@ -18,12 +17,9 @@ print("raw sampler tok/s: " + ", ".join(f"{r} rows {v:.1f}" for r, v in raw.item
 problems = load_dataset("humaneval")
 e2e, samples = end_to_end(policy, 128, problems)
 after = raw_tok_s(policy, 128)
-order = {p.id: i for i, p in enumerate(problems)}
-lengths = [[len(c["tokens"]) for c in row["candidates"]] for row in sorted(samples, key=lambda r: order[r["problem_id"]])]
+lengths = sample_lengths(samples, [p.id for p in problems])
 tokens = sum(map(sum, lengths))
-measured = sorted(raw)
-step = lambda n: float(np.interp(n, measured, [r / raw[r] for r in measured]))  # noqa: E731
-bound = tokens / drain_bound(step, lengths, 128)
+bound = tokens / drain_bound(raw_step_seconds(raw), lengths, 128)
 passed = sum(c["passed"] for row in samples for c in row["candidates"])
 print(f"HumanEval 164 x 8 at 128 rows: {tokens} tokens, longest sample {max(map(max, lengths))}, "
       f"{passed}/{8 * len(problems)} samples pass")
